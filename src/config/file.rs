@@ -1,0 +1,271 @@
+//! `proxy.toml` exactly as an operator writes it.
+//!
+//! These structs only describe the file: every key has a default here, unknown keys are
+//! rejected, and values that need no context (durations, enums) are parsed by serde so that
+//! their errors carry a line. Everything that needs the whole file (an upstream a route names,
+//! a secret read from the environment) is checked in [`super::runtime`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The default listener: loopback only, so a fresh install exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// express-session's default cookie name, so a gate in front of an express fleet needs no setting.
+pub const DEFAULT_COOKIE_NAME: &str = "connect.sid";
+/// connect-redis's default key prefix.
+pub const DEFAULT_PREFIX: &str = "sess:";
+/// connect-redis's default TTL for sessions whose cookie has no max-age (one day).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
+/// A Redis answer slower than this is an outage, not a slow request: the client gets a 503
+/// instead of waiting with a held connection.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// What a 503 tells clients to wait before retrying when the store is down.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long shutdown lets in-flight requests finish; Pingora's own default is 300 s.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// How often each upstream server's TCP port is probed.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub session: SessionSection,
+    #[serde(default)]
+    pub redis: RedisSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub upstream: Vec<Spanned<UpstreamSection>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RouteSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Plain HTTP listeners.
+    pub listen: Vec<Spanned<String>>,
+    /// HTTPS listeners; `Secure` cookies follow automatically on these.
+    pub tls: Option<TlsSection>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Honour `X-Forwarded-Proto: https` from the client when deciding `Secure = "auto"`.
+    /// Only for a gate that sits behind a TLS-terminating proxy that sets the header itself.
+    pub trust_forwarded_proto: bool,
+    /// Route paths match case-insensitively, because most web frameworks route that way and a
+    /// case-sensitive rule would let `/ACCOUNT/` past a rule for `/account/`.
+    pub case_sensitive_paths: bool,
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: vec![Spanned::new(0..0, DEFAULT_LISTEN.to_string())],
+            tls: None,
+            threads: 1,
+            trust_forwarded_proto: false,
+            case_sensitive_paths: false,
+            grace_period: DEFAULT_GRACE_PERIOD,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: Vec<Spanned<String>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: Spanned<String>,
+    /// `env:NAME`, `file:/path` or the secret itself; the first signs, all verify.
+    pub secrets: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "default_store")]
+    pub store: StoreKind,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "yes")]
+    pub rolling: bool,
+    /// Push the TTL forward on every authenticated request even when `rolling` is off, as
+    /// express-session with `resave: false` and connect-redis do (their `disableTouch` is `touch = false`).
+    #[serde(default = "yes")]
+    pub touch: bool,
+    /// TTL of sessions whose cookie has no max-age (connect-redis `ttl`).
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// A POST to this path is answered by the gate: the session is destroyed, the cookie expired.
+    pub logout_path: Option<Spanned<String>>,
+    /// Where the logout answer redirects (303); without it the answer is 204.
+    pub logout_redirect: Option<Spanned<String>>,
+    /// Query parameter that carries the return path on a login redirect.
+    #[serde(default = "default_return_param")]
+    pub return_param: String,
+    #[serde(default)]
+    pub cookie: CookieSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+    /// Send no SameSite attribute (express-session's default).
+    Off,
+}
+
+/// `secure = true | false | "auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SecureSetting {
+    Fixed(bool),
+    Named(SecureNamed),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureNamed {
+    Auto,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CookieSection {
+    pub path: String,
+    pub domain: Option<String>,
+    pub http_only: bool,
+    pub secure: SecureSetting,
+    pub same_site: SameSite,
+    /// Without it the cookie lasts for the browser session and the store keeps `default_ttl`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CookieSection {
+    fn default() -> Self {
+        Self {
+            path: "/".into(),
+            domain: None,
+            http_only: true,
+            secure: SecureSetting::Named(SecureNamed::Auto),
+            same_site: SameSite::Lax,
+            max_age: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://[:password@]host:port/db`, `rediss://…` or `redis+unix:///path/to/socket`.
+    pub url: Spanned<String>,
+    /// Bound on every store operation, connection set-up included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The `Retry-After` a 503 carries while the store is unreachable.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: Spanned::new(0..0, "redis://127.0.0.1:6379/0".into()),
+            timeout: DEFAULT_REDIS_TIMEOUT,
+            retry_after: DEFAULT_RETRY_AFTER,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Header name -> JSON pointer into the session (`/user`, `/profile/email`).
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// More header names that are removed from every client request and never injected.
+    pub strip: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub name: Spanned<String>,
+    pub servers: Vec<Spanned<String>>,
+    /// Connect to these servers over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and certificate name for TLS upstreams.
+    #[serde(default)]
+    pub sni: String,
+    #[serde(default = "yes")]
+    pub health_check: bool,
+    #[serde(default = "default_health_check_interval", with = "humantime_serde")]
+    pub health_check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Required,
+    Optional,
+    Public,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Segment-aware prefix: `/account/` matches `/account`, `/account/` and `/account/x`.
+    pub path: Spanned<String>,
+    /// Exact host or `*.example.com`; any host when absent.
+    pub host: Option<Spanned<String>>,
+    /// Methods this route answers; all when absent.
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub upstream: Spanned<String>,
+    pub auth: AuthMode,
+    /// Send unauthenticated GET/HEAD requests here instead of answering 401.
+    pub login_redirect: Option<Spanned<String>>,
+    /// The upstream may answer `X-Session-Issue` / `X-Session-Destroy`.
+    #[serde(default)]
+    pub issue_sessions: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_cookie_name() -> Spanned<String> {
+    Spanned::new(0..0, DEFAULT_COOKIE_NAME.into())
+}
+fn default_store() -> StoreKind {
+    StoreKind::Memory
+}
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.into()
+}
+fn default_ttl() -> Duration {
+    DEFAULT_TTL
+}
+fn default_return_param() -> String {
+    "return_to".into()
+}
+fn default_health_check_interval() -> Duration {
+    DEFAULT_HEALTH_CHECK_INTERVAL
+}

@@ -1,0 +1,75 @@
+//! Assembling and running the gate on Pingora's server: the proxy service with its
+//! listeners, the pools' health checks, and a lifecycle with bounded grace periods.
+
+use std::sync::Arc;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
+
+use crate::config::Config;
+use crate::proxy::Gate;
+use crate::store::{self, SessionStore};
+use crate::upstreams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TLS listener {addr}: {source}")]
+    Tls { addr: String, source: Box<pingora::Error> },
+}
+
+/// A gate ready to run.
+pub struct GateServer {
+    server: Server,
+}
+
+impl GateServer {
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let store = store::from_settings(&config.store, &config.session.prefix);
+        Self::with_store(config, store)
+    }
+
+    /// The same, on a store the caller built.
+    pub fn with_store(config: Config, store: Arc<dyn SessionStore>) -> Result<Self, StartError> {
+        let conf = ServerConf {
+            threads: config.threads,
+            // Pingora waits 300 s by default before it stops; operators and tests should not.
+            grace_period_seconds: Some(config.grace_period.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(config.grace_period.as_secs().max(1)),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let (pools, health_checks) = upstreams::build(&config.upstreams);
+        let listen = config.listen.clone();
+        let tls = config.tls.clone();
+        let gate = Gate::new(config, pools, store);
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "sessiongate");
+        for addr in &listen {
+            proxy.add_tcp(addr);
+        }
+        if let Some(tls) = tls {
+            for addr in &tls.listen {
+                proxy.add_tls(addr, &tls.cert, &tls.key).map_err(|source| StartError::Tls {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            }
+        }
+        server.add_service(proxy);
+        for hc in health_checks {
+            server.add_service(hc);
+        }
+        Ok(Self { server })
+    }
+
+    /// Runs until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (upgrade).
+    pub fn run(self) {
+        self.server.run(RunArgs::default());
+    }
+
+    /// Runs until `signal` fires: for embedding and tests.
+    pub fn run_until(self, signal: Box<dyn ShutdownSignalWatch>) {
+        self.server.run(RunArgs { shutdown_signal: signal });
+    }
+}

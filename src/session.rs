@@ -1,0 +1,206 @@
+//! A session record in connect-redis's layout: one JSON object whose `cookie` member (first)
+//! describes the cookie, followed by the application's fields. Also the expiry arithmetic
+//! that express-session and connect-redis share.
+
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::TryRngCore;
+use serde_json::{Map, Value};
+
+use crate::config::CookieSettings;
+use crate::cookie::Attributes;
+
+/// A fresh session id: 24 bytes from the operating system's CSPRNG (192 bits) as 32 URL-safe
+/// base64 characters, the same shape as express-session's `uid-safe` ids.
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system's random source failed");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The first characters of a session id: enough to correlate log lines, never enough to use.
+pub fn id_prefix(sid: &str) -> &str {
+    sid.get(..6).unwrap_or("")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the stored session is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("the stored session is not a JSON object")]
+    NotObject,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    data: Map<String, Value>,
+}
+
+impl Session {
+    pub fn parse(json: &str) -> Result<Self, SessionError> {
+        match serde_json::from_str(json)? {
+            Value::Object(data) => Ok(Self { data }),
+            _ => Err(SessionError::NotObject),
+        }
+    }
+
+    /// A new session holding `fields`, with the cookie described first as express-session
+    /// does. A `cookie` member in `fields` is ignored: the gate owns the cookie.
+    pub fn new(fields: Map<String, Value>, cookie: &CookieSettings, secure: bool, now: SystemTime) -> Self {
+        let mut c = Map::new();
+        match cookie.max_age {
+            Some(max_age) => {
+                c.insert("originalMaxAge".into(), Value::from(max_age.as_millis() as u64));
+                c.insert(
+                    "expires".into(),
+                    Value::from(humantime::format_rfc3339_millis(now + max_age).to_string()),
+                );
+            }
+            None => {
+                c.insert("originalMaxAge".into(), Value::Null);
+                c.insert("expires".into(), Value::Null);
+            }
+        }
+        if secure {
+            c.insert("secure".into(), Value::Bool(true));
+        }
+        c.insert("httpOnly".into(), Value::Bool(cookie.http_only));
+        if let Some(d) = &cookie.domain {
+            c.insert("domain".into(), Value::from(d.as_str()));
+        }
+        c.insert("path".into(), Value::from(cookie.path.as_str()));
+        if let Some(s) = cookie.same_site {
+            c.insert("sameSite".into(), Value::from(s.to_ascii_lowercase()));
+        }
+        let mut data = Map::with_capacity(fields.len() + 1);
+        data.insert("cookie".into(), Value::Object(c));
+        data.extend(fields.into_iter().filter(|(k, _)| k != "cookie"));
+        Self { data }
+    }
+
+    pub fn to_json(&self) -> String {
+        Value::Object(self.data.clone()).to_string()
+    }
+
+    pub fn as_value(&self) -> &Map<String, Value> {
+        &self.data
+    }
+
+    /// A member by JSON pointer (`/user`, `/profile/email`).
+    pub fn pointer(&self, pointer: &str) -> Option<&Value> {
+        let rest = pointer.strip_prefix('/')?;
+        let (first, tail) = rest.split_once('/').map_or((rest, None), |(a, b)| (a, Some(b)));
+        let first = first.replace("~1", "/").replace("~0", "~");
+        let v = self.data.get(&first)?;
+        match tail {
+            None => Some(v),
+            Some(t) => v.pointer(&format!("/{t}")),
+        }
+    }
+
+    fn cookie(&self) -> Option<&Map<String, Value>> {
+        self.data.get("cookie")?.as_object()
+    }
+
+    /// `cookie.originalMaxAge` in milliseconds; `None` for a browser-session cookie.
+    pub fn original_max_age(&self) -> Option<u64> {
+        self.cookie()?.get("originalMaxAge")?.as_f64().filter(|m| *m > 0.0).map(|m| m as u64)
+    }
+
+    /// The store TTL, as connect-redis computes it: `ceil(originalMaxAge / 1000)` seconds, or
+    /// the store's default for browser-session cookies.
+    pub fn ttl(&self, default_ttl: Duration) -> Duration {
+        match self.original_max_age() {
+            Some(ms) => Duration::from_secs(ms.div_ceil(1000)),
+            None => default_ttl,
+        }
+    }
+
+    /// The cookie attributes this session was created with, falling back to the gate's
+    /// settings for anything the writer did not record. An express app's cookie settings are
+    /// kept when the gate re-sends its cookie.
+    pub fn cookie_attributes(&self, defaults: &CookieSettings, secure: bool) -> Attributes {
+        let c = self.cookie();
+        let text = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let flag = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_bool);
+        let same_site = match c.and_then(|c| c.get("sameSite")) {
+            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                "lax" => Some("Lax".to_string()),
+                "strict" => Some("Strict".to_string()),
+                "none" => Some("None".to_string()),
+                _ => defaults.same_site.map(str::to_owned),
+            },
+            Some(Value::Bool(true)) => Some("Strict".to_string()),
+            Some(Value::Bool(false)) => None,
+            _ => defaults.same_site.map(str::to_owned),
+        };
+        Attributes {
+            path: text("path").unwrap_or_else(|| defaults.path.clone()),
+            domain: text("domain").or_else(|| defaults.domain.clone()),
+            http_only: flag("httpOnly").unwrap_or(defaults.http_only),
+            secure: flag("secure").unwrap_or(false) || secure,
+            same_site,
+            max_age: self.original_max_age().map(|ms| Duration::from_millis(ms).max(Duration::from_secs(1))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secure;
+
+    fn settings(max_age: Option<Duration>) -> CookieSettings {
+        CookieSettings {
+            path: "/".into(),
+            domain: None,
+            http_only: true,
+            secure: Secure::Auto,
+            same_site: Some("Lax"),
+            max_age,
+        }
+    }
+
+    #[test]
+    fn ids_are_32_url_safe_characters_and_differ() {
+        let a = new_session_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(a, new_session_id());
+    }
+
+    #[test]
+    fn new_sessions_use_the_connect_redis_layout() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_976_906_976);
+        let fields = serde_json::json!({"user": "alice", "cookie": "ignored"});
+        let s = Session::new(fields.as_object().unwrap().clone(), &settings(Some(Duration::from_secs(1800))), false, now);
+        assert_eq!(
+            s.to_json(),
+            r#"{"cookie":{"originalMaxAge":1800000,"expires":"2026-11-29T18:58:26.976Z","httpOnly":true,"path":"/","sameSite":"lax"},"user":"alice"}"#
+        );
+        assert_eq!(s.ttl(Duration::from_secs(86400)), Duration::from_secs(1800));
+        let browser = Session::new(Map::new(), &settings(None), true, now);
+        assert_eq!(
+            browser.to_json(),
+            r#"{"cookie":{"originalMaxAge":null,"expires":null,"secure":true,"httpOnly":true,"path":"/","sameSite":"lax"}}"#
+        );
+        assert_eq!(browser.ttl(Duration::from_secs(86400)), Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn reads_an_express_session() {
+        let s = Session::parse(r#"{"cookie":{"originalMaxAge":1500,"expires":"2026-11-23T18:28:26.976Z","httpOnly":false,"path":"/app","sameSite":"strict"},"user":"bob","profile":{"a/b":1}}"#).unwrap();
+        assert_eq!(s.ttl(Duration::from_secs(9)), Duration::from_secs(2));
+        assert_eq!(s.pointer("/user"), Some(&Value::from("bob")));
+        assert_eq!(s.pointer("/profile/a~1b"), Some(&Value::from(1)));
+        let a = s.cookie_attributes(&settings(None), false);
+        assert_eq!((a.path.as_str(), a.http_only, a.same_site.as_deref()), ("/app", false, Some("Strict")));
+        assert_eq!(a.max_age, Some(Duration::from_millis(1500)));
+        assert!(Session::parse("[1]").is_err());
+        assert!(Session::parse("{broken").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! express-session's cookie signature (the `cookie-signature` package): the value is
+//! `s:<sid>.<sig>` where `sig` is HMAC-SHA256(secret, sid) in standard base64 without `=`.
+//! The first secret signs; every secret verifies, so secrets can be rotated without logging
+//! anyone out.
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a base64 HMAC-SHA256 without padding.
+const SIGNATURE_LEN: usize = 43;
+/// Longest session id accepted; express ids are 32 characters, custom `genid`s rarely exceed 64.
+const MAX_SID_LEN: usize = 256;
+
+#[derive(Clone)]
+pub struct Signer {
+    /// Keyed HMAC states, built once: cloning one is cheaper than re-keying per request.
+    keys: Vec<HmacSha256>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({} secrets)", self.keys.len())
+    }
+}
+
+impl Signer {
+    /// `secrets` must not be empty (the config guarantees it).
+    pub fn new(secrets: &[Vec<u8>]) -> Self {
+        assert!(!secrets.is_empty(), "a signer needs at least one secret");
+        Self {
+            keys: secrets
+                .iter()
+                .map(|s| HmacSha256::new_from_slice(s).expect("HMAC takes keys of any length"))
+                .collect(),
+        }
+    }
+
+    fn signature(key: &HmacSha256, sid: &str) -> [u8; SIGNATURE_LEN] {
+        let mut mac = key.clone();
+        mac.update(sid.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut out = [0u8; SIGNATURE_LEN];
+        let n = STANDARD_NO_PAD
+            .encode_slice(tag, &mut out)
+            .expect("32 bytes encode to 43 characters");
+        debug_assert_eq!(n, SIGNATURE_LEN);
+        out
+    }
+
+    /// The cookie value before percent-encoding: `s:<sid>.<sig>`, signed with the first secret.
+    pub fn sign(&self, sid: &str) -> String {
+        let sig = Self::signature(&self.keys[0], sid);
+        let mut out = String::with_capacity(2 + sid.len() + 1 + SIGNATURE_LEN);
+        out.push_str("s:");
+        out.push_str(sid);
+        out.push('.');
+        out.push_str(std::str::from_utf8(&sig).expect("base64 is ASCII"));
+        out
+    }
+
+    /// The session id inside a decoded cookie value, if some secret signed it. Anything else
+    /// (no `s:`, a signature of the wrong length, trailing bytes, a bad id) is no session.
+    pub fn unsign<'a>(&self, value: &'a str) -> Option<&'a str> {
+        let body = value.strip_prefix("s:")?;
+        let (sid, sig) = body.rsplit_once('.')?;
+        if sig.len() != SIGNATURE_LEN || !valid_sid(sid) {
+            return None;
+        }
+        // Try every key without stopping early, so timing does not tell which key matched.
+        let mut ok = subtle::Choice::from(0);
+        for key in &self.keys {
+            ok |= Self::signature(key, sid).ct_eq(sig.as_bytes());
+        }
+        bool::from(ok).then_some(sid)
+    }
+}
+
+/// A session id as express-session and other writers make them: visible ASCII that needs no
+/// quoting in a cookie or a Redis key pattern.
+pub fn valid_sid(sid: &str) -> bool {
+    !sid.is_empty()
+        && sid.len() <= MAX_SID_LEN
+        && sid
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\' | b'*' | b'?' | b'[' | b']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cookie;
+
+    #[derive(serde::Deserialize)]
+    struct Vector {
+        secret: String,
+        sid: String,
+        set_cookie: String,
+    }
+
+    /// Cookies made by express-session 1.19's own code (cookie-signature 1.0.7).
+    fn vectors() -> Vec<Vector> {
+        serde_json::from_str(include_str!("../tests/fixtures/express-cookie-vectors.json")).unwrap()
+    }
+
+    fn cookie_value(set_cookie: &str) -> &str {
+        let (_, rest) = set_cookie.split_once('=').unwrap();
+        rest.split(';').next().unwrap()
+    }
+
+    #[test]
+    fn signs_like_express_session() {
+        for v in vectors() {
+            let signer = Signer::new(&[v.secret.as_bytes().to_vec()]);
+            let encoded = cookie::encode_value(&signer.sign(&v.sid));
+            assert_eq!(encoded, cookie_value(&v.set_cookie), "secret {:?}", v.secret);
+        }
+    }
+
+    #[test]
+    fn verifies_express_cookies_with_any_configured_secret() {
+        for v in vectors() {
+            let value = cookie::decode_value(cookie_value(&v.set_cookie)).unwrap();
+            let rotated = Signer::new(&[b"a newer secret".to_vec(), v.secret.as_bytes().to_vec()]);
+            assert_eq!(rotated.unsign(&value), Some(v.sid.as_str()));
+            let stranger = Signer::new(&[b"another secret".to_vec()]);
+            assert_eq!(stranger.unsign(&value), None);
+        }
+    }
+
+    #[test]
+    fn real_express_response_from_the_issue() {
+        let value = cookie::decode_value(
+            "s%3AW0kENn_GtXvdsJHGxCQISK4wiBiX30Ab.yr4V8RgJpEkXacLfJQNt40cBUQhshnRvrT564%2FaA%2BII",
+        )
+        .unwrap();
+        let signer = Signer::new(&[b"keyboard cat".to_vec()]);
+        assert_eq!(signer.unsign(&value), Some("W0kENn_GtXvdsJHGxCQISK4wiBiX30Ab"));
+    }
+
+    #[test]
+    fn rejects_everything_that_is_not_exactly_signed() {
+        let signer = Signer::new(&[b"keyboard cat".to_vec()]);
+        let good = signer.sign("W0kENn_GtXvdsJHGxCQISK4wiBiX30Ab");
+        assert!(signer.unsign(&good).is_some());
+        // Trailing garbage after a valid signature (cookie-signature 1.1.0 accepted it).
+        assert_eq!(signer.unsign(&format!("{good}x")), None);
+        assert_eq!(signer.unsign(&format!("{good}.")), None);
+        // Unsigned, missing prefix, truncated or tampered.
+        assert_eq!(signer.unsign("W0kENn_GtXvdsJHGxCQISK4wiBiX30Ab"), None);
+        assert_eq!(signer.unsign(&good[2..]), None);
+        assert_eq!(signer.unsign(&good[..good.len() - 1]), None);
+        let mut tampered = good.clone().into_bytes();
+        tampered[5] ^= 1;
+        assert_eq!(signer.unsign(std::str::from_utf8(&tampered).unwrap()), None);
+        let last = good.len() - 1;
+        let mut sig_flip = good.clone().into_bytes();
+        sig_flip[last] = if sig_flip[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(signer.unsign(std::str::from_utf8(&sig_flip).unwrap()), None);
+        assert_eq!(signer.unsign("s:"), None);
+        assert_eq!(signer.unsign("s:."), None);
+        assert_eq!(signer.unsign(""), None);
+    }
+}
