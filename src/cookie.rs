@@ -29,7 +29,10 @@ pub fn decode_value(v: &str) -> Option<String> {
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .unwrap_or(v);
-    percent_decode_str(v).decode_utf8().ok().map(|c| c.into_owned())
+    percent_decode_str(v)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 /// Every value of cookie `name` in one `Cookie` header, in order.
@@ -101,7 +104,10 @@ mod tests {
     #[test]
     fn finds_every_value_of_a_name() {
         let h = "a=1; connect.sid=s%3Ax.y;other=2;  connect.sid = second ";
-        assert_eq!(values(h, "connect.sid").collect::<Vec<_>>(), ["s%3Ax.y", "second"]);
+        assert_eq!(
+            values(h, "connect.sid").collect::<Vec<_>>(),
+            ["s%3Ax.y", "second"]
+        );
         assert_eq!(values("novalue; x", "x").count(), 0);
     }
 
@@ -127,8 +133,17 @@ mod tests {
             set_cookie("sid", "v", &attrs, now),
             "sid=v; Path=/; Max-Age=60; Expires=Sun, 09 Sep 2001 01:47:40 GMT; HttpOnly; Secure; SameSite=Lax"
         );
-        let session = Attributes { max_age: None, secure: false, same_site: None, ..attrs.clone() };
-        assert_eq!(set_cookie("sid", "v", &session, now), "sid=v; Path=/; HttpOnly");
-        assert!(expire_cookie("sid", &attrs).starts_with("sid=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970"));
+        let session = Attributes {
+            max_age: None,
+            secure: false,
+            same_site: None,
+            ..attrs.clone()
+        };
+        assert_eq!(
+            set_cookie("sid", "v", &session, now),
+            "sid=v; Path=/; HttpOnly"
+        );
+        assert!(expire_cookie("sid", &attrs)
+            .starts_with("sid=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970"));
     }
 }

@@ -31,7 +31,13 @@ const INTERNAL_HEADERS: &[&str] = &[
 /// Lower case, `_` read as `-`: the name as a lenient backend would see it.
 pub fn canonical_header_name(name: &str) -> String {
     name.bytes()
-        .map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char })
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
         .collect()
 }
 
@@ -48,10 +54,13 @@ pub fn is_internal(name: &str) -> bool {
 /// Whether `name` (as sent) spells `canonical` under the lenient reading.
 fn spells(name: &[u8], canonical: &[u8]) -> bool {
     name.len() == canonical.len()
-        && name
-            .iter()
-            .zip(canonical)
-            .all(|(&a, &b)| (if a == b'_' { b'-' } else { a.to_ascii_lowercase() }) == b)
+        && name.iter().zip(canonical).all(|(&a, &b)| {
+            (if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            }) == b
+        })
 }
 
 #[derive(Debug)]
@@ -64,7 +73,12 @@ pub struct Identity {
 impl Identity {
     pub fn new(settings: &IdentitySettings) -> Self {
         let mut strip: Vec<String> = INTERNAL_HEADERS.iter().map(|s| s.to_string()).collect();
-        strip.extend(settings.headers.iter().map(|(h, _)| canonical_header_name(h.as_str())));
+        strip.extend(
+            settings
+                .headers
+                .iter()
+                .map(|(h, _)| canonical_header_name(h.as_str())),
+        );
         strip.extend(settings.strip.iter().cloned());
         strip.sort();
         strip.dedup();
@@ -79,7 +93,11 @@ impl Identity {
         let doomed: Vec<HeaderName> = req
             .headers
             .keys()
-            .filter(|name| self.strip.iter().any(|c| spells(name.as_str().as_bytes(), c.as_bytes())))
+            .filter(|name| {
+                self.strip
+                    .iter()
+                    .any(|c| spells(name.as_str().as_bytes(), c.as_bytes()))
+            })
             .cloned()
             .collect();
         for name in doomed {
@@ -98,7 +116,9 @@ impl Identity {
                 Ok(v) if !value.bytes().any(|b| b.is_ascii_control()) => {
                     let _ = req.insert_header(name.clone(), v);
                 }
-                _ => tracing::warn!(header = %name, "session value holds control characters; header not sent"),
+                _ => {
+                    tracing::warn!(header = %name, "session value holds control characters; header not sent")
+                }
             }
         }
     }
@@ -142,7 +162,14 @@ mod tests {
     #[test]
     fn strips_every_spelling() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        for (k, v) in [("X-User", "a"), ("x_user", "b"), ("X_USER_ROLES", "c"), ("x-forwarded_user", "d"), ("X-Session-Issue", "{}"), ("x-keep", "e")] {
+        for (k, v) in [
+            ("X-User", "a"),
+            ("x_user", "b"),
+            ("X_USER_ROLES", "c"),
+            ("x-forwarded_user", "d"),
+            ("X-Session-Issue", "{}"),
+            ("x-keep", "e"),
+        ] {
             req.append_header(k.to_string(), v).unwrap();
         }
         identity().strip_request(&mut req);
@@ -152,7 +179,10 @@ mod tests {
 
     #[test]
     fn injects_rendered_values_and_refuses_control_characters() {
-        let session = Session::parse(&json!({"user": "alice\r\nX-Admin: 1", "roles": ["a", "b", 3], "id": 42}).to_string()).unwrap();
+        let session = Session::parse(
+            &json!({"user": "alice\r\nX-Admin: 1", "roles": ["a", "b", 3], "id": 42}).to_string(),
+        )
+        .unwrap();
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         identity().inject(&session, &mut req);
         assert!(req.headers.get("x-user").is_none());

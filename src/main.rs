@@ -9,7 +9,13 @@ use sessiongate::{Config, GateServer};
 #[command(version, about)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, short, global = true, env = "SESSIONGATE_CONFIG", default_value = "proxy.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SESSIONGATE_CONFIG",
+        default_value = "proxy.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,

@@ -165,7 +165,10 @@ mod tests {
         assert_eq!(normalize_path("/a%4"), Err(PathError::BadPercent));
         assert_eq!(normalize_path("/a%0Ab"), Err(PathError::Control));
         assert_eq!(normalize_path("/a%FF"), Err(PathError::NotUtf8));
-        assert_eq!(normalize_path("/public/..;/account"), Err(PathError::DotParameter));
+        assert_eq!(
+            normalize_path("/public/..;/account"),
+            Err(PathError::DotParameter)
+        );
         assert_eq!(normalize_path("account"), Err(PathError::NotAbsolute));
     }
 }

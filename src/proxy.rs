@@ -93,14 +93,23 @@ impl ProxyHttp for Gate {
         let req = session.req_header();
         let path = match normalize_path(req.uri.path()) {
             Ok(p) => p,
-            Err(e) => return Reply::error(400, "bad_path", &e.to_string()).send(session).await,
+            Err(e) => {
+                return Reply::error(400, "bad_path", &e.to_string())
+                    .send(session)
+                    .await
+            }
         };
         if self.session.logout_path.as_deref() == Some(path.decoded.as_str()) {
             return self.logout(session, ctx).await;
         }
         let host = request_host(req).map(host_without_port);
-        let Some(index) = self.routes.find(host.as_deref(), &req.method, &path.decoded) else {
-            return Reply::error(404, "no_route", "no route serves this path").send(session).await;
+        let Some(index) = self
+            .routes
+            .find(host.as_deref(), &req.method, &path.decoded)
+        else {
+            return Reply::error(404, "no_route", "no route serves this path")
+                .send(session)
+                .await;
         };
         let route = self.routes.get(index);
         ctx.route = Some(index);
@@ -120,12 +129,21 @@ impl ProxyHttp for Gate {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let route = self.routes.get(ctx.route.expect("routed in request_filter"));
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = self
+            .routes
+            .get(ctx.route.expect("routed in request_filter"));
         let pool = &self.pools[route.upstream];
-        pool.peer()
-            .map(Box::new)
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), format!("no healthy server in upstream `{}`", pool.name)))
+        pool.peer().map(Box::new).ok_or_else(|| {
+            Error::explain(
+                ErrorType::HTTPStatus(502),
+                format!("no healthy server in upstream `{}`", pool.name),
+            )
+        })
     }
 
     async fn upstream_request_filter(
@@ -144,16 +162,27 @@ impl ProxyHttp for Gate {
             Some(q) => format!("{}?{q}", path.encoded),
             None => path.encoded.clone(),
         };
-        upstream.set_uri(target.parse().map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "unrepresentable path"))?);
+        upstream.set_uri(
+            target
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "unrepresentable path"))?,
+        );
 
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let xff = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) => format!("{prev}, {}", addr.ip()),
                 None => addr.ip().to_string(),
             };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", if ctx.https { "https" } else { "http" })?;
+        upstream.insert_header(
+            "x-forwarded-proto",
+            if ctx.https { "https" } else { "http" },
+        )?;
         Ok(())
     }
 
@@ -171,49 +200,87 @@ impl ProxyHttp for Gate {
         if issue.is_none() && !destroy {
             return Ok(());
         }
-        let route = self.routes.get(ctx.route.expect("routed in request_filter"));
+        let route = self
+            .routes
+            .get(ctx.route.expect("routed in request_filter"));
         if !route.issue_sessions {
-            tracing::warn!(route = route.prefix, "upstream sent a session header on a route without issue_sessions; ignored");
+            tracing::warn!(
+                route = route.prefix,
+                "upstream sent a session header on a route without issue_sessions; ignored"
+            );
             return Ok(());
         }
 
         // Whatever session the request carried ends here: a login never keeps a session id
         // the client chose (no fixation), a logout ends it.
-        let old = ctx.active.take().map(|a| a.sid).or_else(|| self.session_id(session.req_header()));
+        let old = ctx
+            .active
+            .take()
+            .map(|a| a.sid)
+            .or_else(|| self.session_id(session.req_header()));
         if let Some(old) = old {
-            self.store.destroy(&old).await.map_err(|e| self.store_error(&e))?;
+            self.store
+                .destroy(&old)
+                .await
+                .map_err(|e| self.store_error(&e))?;
         }
         let Some(issue) = issue else {
-            ctx.set_cookies.push(cookie::expire_cookie(&self.session.cookie_name, &self.default_attributes(ctx)));
+            ctx.set_cookies.push(cookie::expire_cookie(
+                &self.session.cookie_name,
+                &self.default_attributes(ctx),
+            ));
             return Ok(());
         };
 
         let fields = match serde_json::from_slice::<Value>(issue.as_bytes()) {
             Ok(Value::Object(fields)) => fields,
             _ => {
-                tracing::error!(route = route.prefix, "upstream sent an X-Session-Issue that is not a JSON object");
-                return Err(Error::explain(ErrorType::HTTPStatus(502), "X-Session-Issue is not a JSON object"));
+                tracing::error!(
+                    route = route.prefix,
+                    "upstream sent an X-Session-Issue that is not a JSON object"
+                );
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    "X-Session-Issue is not a JSON object",
+                ));
             }
         };
         self.issue(fields, ctx).await
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         for c in ctx.set_cookies.drain(..) {
             resp.append_header(header::SET_COOKIE, c)?;
         }
         if let Some(active) = &ctx.active {
             if self.session.rolling && !self.sets_session_cookie(resp) {
-                let attrs = active.record.cookie_attributes(&self.session.cookie, self.secure(ctx));
+                let attrs = active
+                    .record
+                    .cookie_attributes(&self.session.cookie, self.secure(ctx));
                 let value = cookie::encode_value(&self.signer.sign(&active.sid));
-                let c = cookie::set_cookie(&self.session.cookie_name, &value, &attrs, SystemTime::now());
+                let c = cookie::set_cookie(
+                    &self.session.cookie_name,
+                    &value,
+                    &attrs,
+                    SystemTime::now(),
+                );
                 resp.append_header(header::SET_COOKIE, c)?;
             }
         }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
@@ -249,8 +316,12 @@ impl Gate {
         for h in req.headers.get_all(header::COOKIE) {
             let Ok(h) = h.to_str() else { continue };
             for value in cookie::values(h, &self.session.cookie_name) {
-                let Some(decoded) = cookie::decode_value(value) else { continue };
-                let Some(sid) = self.signer.unsign(&decoded) else { continue };
+                let Some(decoded) = cookie::decode_value(value) else {
+                    continue;
+                };
+                let Some(sid) = self.signer.unsign(&decoded) else {
+                    continue;
+                };
                 match &found {
                     None => found = Some(sid.to_owned()),
                     Some(f) if f == sid => {}
@@ -272,7 +343,11 @@ impl Gate {
         };
         // The TTL a touch assumes: right for every session this gate issued. Sessions written
         // with another max-age get a second, corrective EXPIRE below.
-        let assumed = self.session.cookie.max_age.unwrap_or(self.session.default_ttl);
+        let assumed = self
+            .session
+            .cookie
+            .max_age
+            .unwrap_or(self.session.default_ttl);
         let touch = (self.session.rolling || self.session.touch).then_some(assumed);
         let loaded = self.store.load(&sid, touch).await;
         let json = match loaded {
@@ -304,12 +379,21 @@ impl Gate {
         let secure = self.secure(ctx);
         let record = Record::new(fields, &self.session.cookie, secure, SystemTime::now());
         self.store
-            .save(&sid, &record.to_json(), record.ttl(self.session.default_ttl))
+            .save(
+                &sid,
+                &record.to_json(),
+                record.ttl(self.session.default_ttl),
+            )
             .await
             .map_err(|e| self.store_error(&e))?;
         let attrs = record.cookie_attributes(&self.session.cookie, secure);
         let value = cookie::encode_value(&self.signer.sign(&sid));
-        ctx.set_cookies.push(cookie::set_cookie(&self.session.cookie_name, &value, &attrs, SystemTime::now()));
+        ctx.set_cookies.push(cookie::set_cookie(
+            &self.session.cookie_name,
+            &value,
+            &attrs,
+            SystemTime::now(),
+        ));
         tracing::debug!(sid = id_prefix(&sid), "session issued");
         Ok(())
     }
@@ -319,22 +403,32 @@ impl Gate {
     async fn logout(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         if req.method != Method::POST {
-            return Reply::error(405, "method_not_allowed", "log out with POST").header("allow", "POST").send(session).await;
+            return Reply::error(405, "method_not_allowed", "log out with POST")
+                .header("allow", "POST")
+                .send(session)
+                .await;
         }
         if cross_site(req) {
-            return Reply::error(403, "cross_site", "logout must come from this site").send(session).await;
+            return Reply::error(403, "cross_site", "logout must come from this site")
+                .send(session)
+                .await;
         }
         if let Some(sid) = self.session_id(req) {
             if let Err(e) = self.store.destroy(&sid).await {
                 return self.store_unavailable(session, &e).await;
             }
         }
-        let expired = cookie::expire_cookie(&self.session.cookie_name, &self.default_attributes(ctx));
+        let expired =
+            cookie::expire_cookie(&self.session.cookie_name, &self.default_attributes(ctx));
         let reply = match &self.session.logout_redirect {
             Some(to) => Reply::new(303).header("location", to.clone()),
             None => Reply::new(204),
         };
-        reply.header("set-cookie", expired).header("cache-control", "no-store").send(session).await
+        reply
+            .header("set-cookie", expired)
+            .header("cache-control", "no-store")
+            .send(session)
+            .await
     }
 
     /// No session on a required route: a login redirect for page loads, 401 otherwise.
@@ -351,23 +445,35 @@ impl Gate {
                     None => path.clone(),
                 };
                 let sep = if login.contains('?') { '&' } else { '?' };
-                let location = format!("{login}{sep}{}={}", self.session.return_param, cookie::encode_value(&back));
+                let location = format!(
+                    "{login}{sep}{}={}",
+                    self.session.return_param,
+                    cookie::encode_value(&back)
+                );
                 Reply::new(302)
                     .header("location", location)
                     .header("cache-control", "no-store")
                     .send(session)
                     .await
             }
-            _ => Reply::error(401, "unauthenticated", "a valid session is required").send(session).await,
+            _ => {
+                Reply::error(401, "unauthenticated", "a valid session is required")
+                    .send(session)
+                    .await
+            }
         }
     }
 
     async fn store_unavailable(&self, session: &mut Session, e: &StoreError) -> Result<bool> {
         self.outage.failed(e);
-        Reply::error(503, "store_unavailable", "the session store is unavailable; retry shortly")
-            .header("retry-after", self.retry_after_secs.clone())
-            .send(session)
-            .await
+        Reply::error(
+            503,
+            "store_unavailable",
+            "the session store is unavailable; retry shortly",
+        )
+        .header("retry-after", self.retry_after_secs.clone())
+        .send(session)
+        .await
     }
 
     /// A store failure in the response phase: the 503 is written by `fail_to_proxy`.
@@ -427,10 +533,19 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
 /// A state-changing request sent by another site: `Sec-Fetch-Site: cross-site`, or an
 /// `Origin` whose host is not the one the request was sent to.
 fn cross_site(req: &RequestHeader) -> bool {
-    if req.headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
+    if req
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
         return true;
     }
-    match (req.headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()), request_host(req)) {
+    match (
+        req.headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok()),
+        request_host(req),
+    ) {
         (Some("null"), _) => true,
         (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
         (Some(_), None) => true,
@@ -450,7 +565,11 @@ fn error_code(status: u16) -> &'static str {
 
 fn error_message(status: u16, e: &Error) -> String {
     match status {
-        502 | 503 => e.context.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "upstream failed".into()),
+        502 | 503 => e
+            .context
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "upstream failed".into()),
         _ => "the request could not be served".into(),
     }
 }

@@ -47,8 +47,13 @@ impl Reply {
             resp.append_header(name, value)?;
         }
         let body = self.body.map(Bytes::from);
-        resp.insert_header("content-length", body.as_ref().map_or(0, |b| b.len()).to_string())?;
-        session.write_response_header(Box::new(resp), body.is_none()).await?;
+        resp.insert_header(
+            "content-length",
+            body.as_ref().map_or(0, |b| b.len()).to_string(),
+        )?;
+        session
+            .write_response_header(Box::new(resp), body.is_none())
+            .await?;
         if let Some(b) = body {
             session.write_response_body(Some(b), true).await?;
         }

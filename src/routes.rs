@@ -18,7 +18,9 @@ impl HostPattern {
     pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.trim_end_matches('.').to_ascii_lowercase();
         let valid = |h: &str| {
-            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
         };
         match lower.strip_prefix("*.") {
             Some(rest) if valid(rest) => Ok(HostPattern::Subdomains(format!(".{rest}"))),
@@ -31,7 +33,9 @@ impl HostPattern {
     fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(h) => h == host,
-            HostPattern::Subdomains(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
         }
     }
 }
@@ -78,7 +82,9 @@ impl RouteTable {
         self.order.iter().copied().find(|&i| {
             let r = &self.routes[i];
             self.path_matches(&r.prefix, path)
-                && r.host.as_ref().is_none_or(|p| host.is_some_and(|h| p.matches(h)))
+                && r.host
+                    .as_ref()
+                    .is_none_or(|p| host.is_some_and(|h| p.matches(h)))
                 && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
         })
     }
@@ -147,8 +153,14 @@ mod tests {
     #[test]
     fn host_then_methods_break_ties() {
         let t = table(false);
-        assert_eq!(t.find(Some("a.example.com"), &Method::GET, "/api/x"), Some(3));
-        assert_eq!(t.find(Some("example.com"), &Method::POST, "/api/x"), Some(4));
+        assert_eq!(
+            t.find(Some("a.example.com"), &Method::GET, "/api/x"),
+            Some(3)
+        );
+        assert_eq!(
+            t.find(Some("example.com"), &Method::POST, "/api/x"),
+            Some(4)
+        );
         assert_eq!(t.find(Some("example.com"), &Method::GET, "/api/x"), Some(0));
     }
 

@@ -14,7 +14,10 @@ use crate::upstreams;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("TLS listener {addr}: {source}")]
-    Tls { addr: String, source: Box<pingora::Error> },
+    Tls {
+        addr: String,
+        source: Box<pingora::Error>,
+    },
 }
 
 /// A gate ready to run.
@@ -44,16 +47,22 @@ impl GateServer {
         let listen = config.listen.clone();
         let tls = config.tls.clone();
         let gate = Gate::new(config, pools, store);
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gate, "sessiongate");
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            gate,
+            "sessiongate",
+        );
         for addr in &listen {
             proxy.add_tcp(addr);
         }
         if let Some(tls) = tls {
             for addr in &tls.listen {
-                proxy.add_tls(addr, &tls.cert, &tls.key).map_err(|source| StartError::Tls {
-                    addr: addr.clone(),
-                    source,
-                })?;
+                proxy
+                    .add_tls(addr, &tls.cert, &tls.key)
+                    .map_err(|source| StartError::Tls {
+                        addr: addr.clone(),
+                        source,
+                    })?;
             }
         }
         server.add_service(proxy);
@@ -70,6 +79,8 @@ impl GateServer {
 
     /// Runs until `signal` fires: for embedding and tests.
     pub fn run_until(self, signal: Box<dyn ShutdownSignalWatch>) {
-        self.server.run(RunArgs { shutdown_signal: signal });
+        self.server.run(RunArgs {
+            shutdown_signal: signal,
+        });
     }
 }

@@ -50,11 +50,19 @@ impl Session {
 
     /// A new session holding `fields`, with the cookie described first as express-session
     /// does. A `cookie` member in `fields` is ignored: the gate owns the cookie.
-    pub fn new(fields: Map<String, Value>, cookie: &CookieSettings, secure: bool, now: SystemTime) -> Self {
+    pub fn new(
+        fields: Map<String, Value>,
+        cookie: &CookieSettings,
+        secure: bool,
+        now: SystemTime,
+    ) -> Self {
         let mut c = Map::new();
         match cookie.max_age {
             Some(max_age) => {
-                c.insert("originalMaxAge".into(), Value::from(max_age.as_millis() as u64));
+                c.insert(
+                    "originalMaxAge".into(),
+                    Value::from(max_age.as_millis() as u64),
+                );
                 c.insert(
                     "expires".into(),
                     Value::from(humantime::format_rfc3339_millis(now + max_age).to_string()),
@@ -93,7 +101,9 @@ impl Session {
     /// A member by JSON pointer (`/user`, `/profile/email`).
     pub fn pointer(&self, pointer: &str) -> Option<&Value> {
         let rest = pointer.strip_prefix('/')?;
-        let (first, tail) = rest.split_once('/').map_or((rest, None), |(a, b)| (a, Some(b)));
+        let (first, tail) = rest
+            .split_once('/')
+            .map_or((rest, None), |(a, b)| (a, Some(b)));
         let first = first.replace("~1", "/").replace("~0", "~");
         let v = self.data.get(&first)?;
         match tail {
@@ -108,7 +118,11 @@ impl Session {
 
     /// `cookie.originalMaxAge` in milliseconds; `None` for a browser-session cookie.
     pub fn original_max_age(&self) -> Option<u64> {
-        self.cookie()?.get("originalMaxAge")?.as_f64().filter(|m| *m > 0.0).map(|m| m as u64)
+        self.cookie()?
+            .get("originalMaxAge")?
+            .as_f64()
+            .filter(|m| *m > 0.0)
+            .map(|m| m as u64)
     }
 
     /// The store TTL, as connect-redis computes it: `ceil(originalMaxAge / 1000)` seconds, or
@@ -125,7 +139,11 @@ impl Session {
     /// kept when the gate re-sends its cookie.
     pub fn cookie_attributes(&self, defaults: &CookieSettings, secure: bool) -> Attributes {
         let c = self.cookie();
-        let text = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let text = |k: &str| {
+            c.and_then(|c| c.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let flag = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_bool);
         let same_site = match c.and_then(|c| c.get("sameSite")) {
             Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
@@ -144,7 +162,9 @@ impl Session {
             http_only: flag("httpOnly").unwrap_or(defaults.http_only),
             secure: flag("secure").unwrap_or(false) || secure,
             same_site,
-            max_age: self.original_max_age().map(|ms| Duration::from_millis(ms).max(Duration::from_secs(1))),
+            max_age: self
+                .original_max_age()
+                .map(|ms| Duration::from_millis(ms).max(Duration::from_secs(1))),
         }
     }
 }
@@ -169,7 +189,9 @@ mod tests {
     fn ids_are_32_url_safe_characters_and_differ() {
         let a = new_session_id();
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_ne!(a, new_session_id());
     }
 
@@ -177,7 +199,12 @@ mod tests {
     fn new_sessions_use_the_connect_redis_layout() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_976_906_976);
         let fields = serde_json::json!({"user": "alice", "cookie": "ignored"});
-        let s = Session::new(fields.as_object().unwrap().clone(), &settings(Some(Duration::from_secs(1800))), false, now);
+        let s = Session::new(
+            fields.as_object().unwrap().clone(),
+            &settings(Some(Duration::from_secs(1800))),
+            false,
+            now,
+        );
         assert_eq!(
             s.to_json(),
             r#"{"cookie":{"originalMaxAge":1800000,"expires":"2026-11-29T18:58:26.976Z","httpOnly":true,"path":"/","sameSite":"lax"},"user":"alice"}"#
@@ -188,7 +215,10 @@ mod tests {
             browser.to_json(),
             r#"{"cookie":{"originalMaxAge":null,"expires":null,"secure":true,"httpOnly":true,"path":"/","sameSite":"lax"}}"#
         );
-        assert_eq!(browser.ttl(Duration::from_secs(86400)), Duration::from_secs(86400));
+        assert_eq!(
+            browser.ttl(Duration::from_secs(86400)),
+            Duration::from_secs(86400)
+        );
     }
 
     #[test]
@@ -198,7 +228,10 @@ mod tests {
         assert_eq!(s.pointer("/user"), Some(&Value::from("bob")));
         assert_eq!(s.pointer("/profile/a~1b"), Some(&Value::from(1)));
         let a = s.cookie_attributes(&settings(None), false);
-        assert_eq!((a.path.as_str(), a.http_only, a.same_site.as_deref()), ("/app", false, Some("Strict")));
+        assert_eq!(
+            (a.path.as_str(), a.http_only, a.same_site.as_deref()),
+            ("/app", false, Some("Strict"))
+        );
         assert_eq!(a.max_age, Some(Duration::from_millis(1500)));
         assert!(Session::parse("[1]").is_err());
         assert!(Session::parse("{broken").is_err());

@@ -85,9 +85,10 @@ impl Signer {
 pub fn valid_sid(sid: &str) -> bool {
     !sid.is_empty()
         && sid.len() <= MAX_SID_LEN
-        && sid
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\' | b'*' | b'?' | b'[' | b']'))
+        && sid.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b';' | b',' | b'"' | b'\\' | b'*' | b'?' | b'[' | b']')
+        })
 }
 
 #[cfg(test)]
@@ -104,7 +105,10 @@ mod tests {
 
     /// Cookies made by express-session 1.19's own code (cookie-signature 1.0.7).
     fn vectors() -> Vec<Vector> {
-        serde_json::from_str(include_str!("../tests/fixtures/express-cookie-vectors.json")).unwrap()
+        serde_json::from_str(include_str!(
+            "../tests/fixtures/express-cookie-vectors.json"
+        ))
+        .unwrap()
     }
 
     fn cookie_value(set_cookie: &str) -> &str {
@@ -117,7 +121,12 @@ mod tests {
         for v in vectors() {
             let signer = Signer::new(&[v.secret.as_bytes().to_vec()]);
             let encoded = cookie::encode_value(&signer.sign(&v.sid));
-            assert_eq!(encoded, cookie_value(&v.set_cookie), "secret {:?}", v.secret);
+            assert_eq!(
+                encoded,
+                cookie_value(&v.set_cookie),
+                "secret {:?}",
+                v.secret
+            );
         }
     }
 
@@ -139,7 +148,10 @@ mod tests {
         )
         .unwrap();
         let signer = Signer::new(&[b"keyboard cat".to_vec()]);
-        assert_eq!(signer.unsign(&value), Some("W0kENn_GtXvdsJHGxCQISK4wiBiX30Ab"));
+        assert_eq!(
+            signer.unsign(&value),
+            Some("W0kENn_GtXvdsJHGxCQISK4wiBiX30Ab")
+        );
     }
 
     #[test]

@@ -28,7 +28,12 @@ impl Pool {
 
 /// The pools, indexed like the config's upstreams, and the health-check services that the
 /// server must run for them.
-pub fn build(settings: &[UpstreamSettings]) -> (Vec<Pool>, Vec<GenBackgroundService<LoadBalancer<RoundRobin>>>) {
+pub fn build(
+    settings: &[UpstreamSettings],
+) -> (
+    Vec<Pool>,
+    Vec<GenBackgroundService<LoadBalancer<RoundRobin>>>,
+) {
     let mut pools = Vec::new();
     let mut services = Vec::new();
     for u in settings {

@@ -21,13 +21,21 @@ impl Config {
         }
         let s = &self.session;
         let _ = writeln!(o, "session:");
-        let _ = writeln!(o, "  cookie `{}`, {} secret(s), the first signs", s.cookie_name, s.secrets.len());
+        let _ = writeln!(
+            o,
+            "  cookie `{}`, {} secret(s), the first signs",
+            s.cookie_name,
+            s.secrets.len()
+        );
         let c = &s.cookie;
         let _ = writeln!(
             o,
             "  cookie attributes: Path={}{}{}, Secure {}, SameSite {}, {}",
             c.path,
-            c.domain.as_ref().map(|d| format!(", Domain={d}")).unwrap_or_default(),
+            c.domain
+                .as_ref()
+                .map(|d| format!(", Domain={d}"))
+                .unwrap_or_default(),
             if c.http_only { ", HttpOnly" } else { "" },
             match c.secure {
                 Secure::Always => "always",
@@ -49,7 +57,11 @@ impl Config {
         );
         match &self.store {
             StoreSettings::Memory => {
-                let _ = writeln!(o, "  store: memory (embedded; this process only), key prefix `{}`", s.prefix);
+                let _ = writeln!(
+                    o,
+                    "  store: memory (embedded; this process only), key prefix `{}`",
+                    s.prefix
+                );
             }
             StoreSettings::Redis(r) => {
                 let _ = writeln!(
@@ -77,7 +89,8 @@ impl Config {
                 u.name,
                 servers.join(", "),
                 match u.health_check_interval {
-                    Some(i) => format!(", TCP health check every {}", humantime::format_duration(i)),
+                    Some(i) =>
+                        format!(", TCP health check every {}", humantime::format_duration(i)),
                     None => ", no health check".into(),
                 }
             );
@@ -107,7 +120,11 @@ impl Config {
                 "  {host} {}/ [{methods}] -> {}: {auth}{}",
                 r.prefix,
                 self.upstreams[r.upstream].name,
-                if r.issue_sessions { ", may issue/destroy sessions" } else { "" }
+                if r.issue_sessions {
+                    ", may issue/destroy sessions"
+                } else {
+                    ""
+                }
             );
         }
         o

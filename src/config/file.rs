@@ -184,6 +184,9 @@ pub struct RedisSection {
     /// The `Retry-After` a 503 carries while the store is unreachable.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// PEM CA certificate(s) for `rediss://` servers with a private CA; the system roots
+    /// otherwise.
+    pub ca_file: Option<Spanned<String>>,
 }
 
 impl Default for RedisSection {
@@ -192,6 +195,7 @@ impl Default for RedisSection {
             url: Spanned::new(0..0, "redis://127.0.0.1:6379/0".into()),
             timeout: DEFAULT_REDIS_TIMEOUT,
             retry_after: DEFAULT_RETRY_AFTER,
+            ca_file: None,
         }
     }
 }

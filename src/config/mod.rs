@@ -56,8 +56,15 @@ fn parse_file(src: &str, file: &str) -> Result<file::FileConfig, ConfigError> {
     let de = toml::Deserializer::parse(src).map_err(|e| toml_error(src, file, "(syntax)", &e))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         // `toml::Spanned` shows up in serde's path as a private field: drop it.
-        let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
-        let key = if key == "." { "(top level)".into() } else { key };
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        let key = if key == "." {
+            "(top level)".into()
+        } else {
+            key
+        };
         toml_error(src, file, &key, e.inner())
     })
 }

@@ -55,7 +55,10 @@ impl std::fmt::Debug for SessionSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionSettings")
             .field("cookie_name", &self.cookie_name)
-            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
             .field("prefix", &self.prefix)
             .field("rolling", &self.rolling)
             .field("touch", &self.touch)
@@ -95,6 +98,24 @@ pub struct RedisSettings {
     pub url: String,
     pub timeout: Duration,
     pub retry_after: Duration,
+    /// PEM roots for `rediss://`.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisSettings {
+    /// A client for these settings: the URL, and the private CA when there is one.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.ca_pem {
+            None => redis::Client::open(self.url.as_str()),
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -152,7 +173,12 @@ pub(super) struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn err(&self, key: impl Into<String>, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        key: impl Into<String>,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let key = key.into();
         // A span of 0..0 marks a value without position (a default, or a plain field): look
         // the key up under its table header instead.
@@ -238,17 +264,33 @@ pub(super) fn validate(
         StoreKind::Memory => StoreSettings::Memory,
         StoreKind::Redis => {
             let r = &f.redis;
-            if let Err(e) = redis::Client::open(r.url.get_ref().as_str()) {
-                return Err(src.err("redis.url", r.url.span(), format!("not a Redis URL: {e}")));
-            }
             if r.timeout.is_zero() {
                 return Err(src.err("redis.timeout", 0..0, "must be more than 0"));
             }
-            StoreSettings::Redis(RedisSettings {
+            let ca_pem = match &r.ca_file {
+                None => None,
+                Some(path) => Some(std::fs::read(path.get_ref()).map_err(|e| {
+                    src.err(
+                        "redis.ca_file",
+                        path.span(),
+                        format!("cannot read `{}`: {e}", path.get_ref()),
+                    )
+                })?),
+            };
+            let settings = RedisSettings {
                 url: r.url.get_ref().clone(),
                 timeout: r.timeout,
                 retry_after: r.retry_after,
-            })
+                ca_pem,
+            };
+            if let Err(e) = settings.client() {
+                return Err(src.err(
+                    "redis.url",
+                    r.url.span(),
+                    format!("not a usable Redis URL: {e}"),
+                ));
+            }
+            StoreSettings::Redis(settings)
         }
     };
     let identity = validate_identity(&f.identity, src)?;
@@ -274,13 +316,25 @@ fn parse_listen(src: &Source, key: &str, addr: &Spanned<String>) -> Result<Strin
     addr.get_ref()
         .parse::<SocketAddr>()
         .map(|a| a.to_string())
-        .map_err(|_| src.err(key, addr.span(), format!("`{}` is not an address like 127.0.0.1:8080", addr.get_ref())))
+        .map_err(|_| {
+            src.err(
+                key,
+                addr.span(),
+                format!("`{}` is not an address like 127.0.0.1:8080", addr.get_ref()),
+            )
+        })
 }
 
 fn readable_file(src: &Source, key: &str, path: &Spanned<String>) -> Result<String, ConfigError> {
     std::fs::metadata(path.get_ref())
         .map(|_| path.get_ref().clone())
-        .map_err(|e| src.err(key, path.span(), format!("cannot read `{}`: {e}", path.get_ref())))
+        .map_err(|e| {
+            src.err(
+                key,
+                path.span(),
+                format!("cannot read `{}`: {e}", path.get_ref()),
+            )
+        })
 }
 
 fn validate_session(
@@ -297,7 +351,11 @@ fn validate_session(
         ));
     }
     if s.secrets.get_ref().is_empty() {
-        return Err(src.err("session.secrets", s.secrets.span(), "at least one secret is needed"));
+        return Err(src.err(
+            "session.secrets",
+            s.secrets.span(),
+            "at least one secret is needed",
+        ));
     }
     let mut secrets = Vec::new();
     for (i, spec) in s.secrets.get_ref().iter().enumerate() {
@@ -328,17 +386,38 @@ fn validate_session(
         .as_ref()
         .map(|r| redirect_target(src, "session.logout_redirect", r))
         .transpose()?;
-    if s.return_param.is_empty() || !s.return_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(src.err("session.return_param", 0..0, "use letters, digits, `_` or `-`"));
+    if s.return_param.is_empty()
+        || !s
+            .return_param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(src.err(
+            "session.return_param",
+            0..0,
+            "use letters, digits, `_` or `-`",
+        ));
     }
 
     let c = &s.cookie;
     if !c.path.starts_with('/') || c.path.bytes().any(|b| b.is_ascii_control() || b == b';') {
-        return Err(src.err("session.cookie.path", 0..0, "must start with / and hold no `;`"));
+        return Err(src.err(
+            "session.cookie.path",
+            0..0,
+            "must start with / and hold no `;`",
+        ));
     }
     if let Some(d) = &c.domain {
-        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
-            return Err(src.err("session.cookie.domain", 0..0, format!("`{d}` is not a domain name")));
+        if d.is_empty()
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(src.err(
+                "session.cookie.domain",
+                0..0,
+                format!("`{d}` is not a domain name"),
+            ));
         }
     }
     let secure = match c.secure {
@@ -392,7 +471,8 @@ fn resolve_secret(spec: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Ve
             .map(String::into_bytes)
             .ok_or_else(|| format!("environment variable {name} is not set"))
     } else if let Some(path) = spec.strip_prefix("file:") {
-        let mut bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+        let mut bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read secret file {path}: {e}"))?;
         while matches!(bytes.last(), Some(b'\n' | b'\r')) {
             bytes.pop();
         }
@@ -413,19 +493,30 @@ fn redirect_target(src: &Source, key: &str, r: &Spanned<String>) -> Result<Strin
     let local = v.starts_with('/') && !v.starts_with("//") && !v.starts_with("/\\");
     let absolute = v.starts_with("https://") || v.starts_with("http://");
     if !(local || absolute) || v.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err(src.err(key, r.span(), "must be a path like /login or an http(s) URL"));
+        return Err(src.err(
+            key,
+            r.span(),
+            "must be a path like /login or an http(s) URL",
+        ));
     }
     Ok(v.clone())
 }
 
-fn validate_identity(i: &file::IdentitySection, src: &Source) -> Result<IdentitySettings, ConfigError> {
+fn validate_identity(
+    i: &file::IdentitySection,
+    src: &Source,
+) -> Result<IdentitySettings, ConfigError> {
     let mut out = IdentitySettings::default();
     for (name, pointer) in &i.headers {
         let key = format!("identity.headers.\"{name}\"");
         let header = header_name(src, &key, name, pointer.span())?;
         let p = pointer.get_ref();
         if !p.starts_with('/') {
-            return Err(src.err(key, pointer.span(), "a JSON pointer starts with /, like \"/user\""));
+            return Err(src.err(
+                key,
+                pointer.span(),
+                "a JSON pointer starts with /, like \"/user\"",
+            ));
         }
         out.headers.push((header, p.clone()));
     }
@@ -437,11 +528,21 @@ fn validate_identity(i: &file::IdentitySection, src: &Source) -> Result<Identity
     Ok(out)
 }
 
-fn header_name(src: &Source, key: &str, name: &str, span: Range<usize>) -> Result<HeaderName, ConfigError> {
+fn header_name(
+    src: &Source,
+    key: &str,
+    name: &str,
+    span: Range<usize>,
+) -> Result<HeaderName, ConfigError> {
     let header = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| src.err(key, span.clone(), format!("`{name}` is not a header name")))?;
-    if RESERVED_HEADERS.contains(&header.as_str()) || crate::identity::is_internal(header.as_str()) {
-        return Err(src.err(key, span, format!("`{name}` is reserved by the gate or by HTTP")));
+    if RESERVED_HEADERS.contains(&header.as_str()) || crate::identity::is_internal(header.as_str())
+    {
+        return Err(src.err(
+            key,
+            span,
+            format!("`{name}` is reserved by the gate or by HTTP"),
+        ));
     }
     Ok(header)
 }
@@ -456,13 +557,25 @@ fn validate_upstreams(
         let u = u.get_ref();
         let name = u.name.get_ref();
         if name.is_empty() {
-            return Err(src.err(format!("upstream[{i}].name"), u.name.span(), "must not be empty"));
+            return Err(src.err(
+                format!("upstream[{i}].name"),
+                u.name.span(),
+                "must not be empty",
+            ));
         }
         if out.iter().any(|o| &o.name == name) {
-            return Err(src.err(format!("upstream[{i}].name"), u.name.span(), format!("upstream `{name}` is defined twice")));
+            return Err(src.err(
+                format!("upstream[{i}].name"),
+                u.name.span(),
+                format!("upstream `{name}` is defined twice"),
+            ));
         }
         if u.servers.is_empty() {
-            return Err(src.err(format!("upstream[{i}].servers"), span, "at least one server is needed"));
+            return Err(src.err(
+                format!("upstream[{i}].servers"),
+                span,
+                "at least one server is needed",
+            ));
         }
         let mut servers = Vec::new();
         for (j, s) in u.servers.iter().enumerate() {
@@ -472,11 +585,21 @@ fn validate_upstreams(
                 .to_socket_addrs()
                 .ok()
                 .and_then(|mut a| a.next())
-                .ok_or_else(|| src.err(key, s.span(), format!("`{}` is not a reachable host:port", s.get_ref())))?;
+                .ok_or_else(|| {
+                    src.err(
+                        key,
+                        s.span(),
+                        format!("`{}` is not a reachable host:port", s.get_ref()),
+                    )
+                })?;
             servers.push(addr);
         }
         if u.tls && u.sni.is_empty() {
-            return Err(src.err(format!("upstream[{i}].sni"), span, "TLS upstreams need the server name to verify"));
+            return Err(src.err(
+                format!("upstream[{i}].sni"),
+                span,
+                "TLS upstreams need the server name to verify",
+            ));
         }
         out.push(UpstreamSettings {
             name: name.clone(),
@@ -505,7 +628,8 @@ fn validate_routes(
         if !raw.starts_with('/') {
             return Err(src.err(key("path"), r.path.span(), "must start with /"));
         }
-        let normal = normalize_path(raw).map_err(|e| src.err(key("path"), r.path.span(), e.to_string()))?;
+        let normal =
+            normalize_path(raw).map_err(|e| src.err(key("path"), r.path.span(), e.to_string()))?;
         let prefix = normal.decoded.trim_end_matches('/').to_string();
         let host = r
             .host
@@ -518,8 +642,15 @@ fn validate_routes(
             .map(|ms| {
                 ms.iter()
                     .map(|m| {
-                        Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes())
-                            .map_err(|_| src.err(key("methods"), m.span(), format!("`{}` is not an HTTP method", m.get_ref())))
+                        Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).map_err(
+                            |_| {
+                                src.err(
+                                    key("methods"),
+                                    m.span(),
+                                    format!("`{}` is not an HTTP method", m.get_ref()),
+                                )
+                            },
+                        )
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
@@ -532,13 +663,21 @@ fn validate_routes(
                 src.err(
                     key("upstream"),
                     r.upstream.span(),
-                    format!("no [[upstream]] is named `{}` (defined: {})", r.upstream.get_ref(), known.join(", ")),
+                    format!(
+                        "no [[upstream]] is named `{}` (defined: {})",
+                        r.upstream.get_ref(),
+                        known.join(", ")
+                    ),
                 )
             })?;
         let login_redirect = match &r.login_redirect {
             None => None,
             Some(l) if r.auth != AuthMode::Required => {
-                return Err(src.err(key("login_redirect"), l.span(), "only a route with auth = \"required\" redirects to a login"));
+                return Err(src.err(
+                    key("login_redirect"),
+                    l.span(),
+                    "only a route with auth = \"required\" redirects to a login",
+                ));
             }
             Some(l) => Some(redirect_target(src, &key("login_redirect"), l)?),
         };
@@ -551,8 +690,15 @@ fn validate_routes(
             login_redirect,
             issue_sessions: r.issue_sessions,
         };
-        if out.iter().any(|o| o.prefix == route.prefix && o.host == route.host && o.methods == route.methods) {
-            return Err(src.err(key("path"), r.path.span(), format!("another route already has path `{raw}` with the same host and methods")));
+        if out
+            .iter()
+            .any(|o| o.prefix == route.prefix && o.host == route.host && o.methods == route.methods)
+        {
+            return Err(src.err(
+                key("path"),
+                r.path.span(),
+                format!("another route already has path `{raw}` with the same host and methods"),
+            ));
         }
         out.push(route);
     }
@@ -562,7 +708,9 @@ fn validate_routes(
 /// Hides the password of a Redis URL for logs and `check`.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_string(),
     }
 }

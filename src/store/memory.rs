@@ -122,15 +122,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_expire_and_touch_extends_them() {
         let store = MemoryStore::new();
-        store.save("a", "{}", Duration::from_secs(80)).await.unwrap();
+        store
+            .save("a", "{}", Duration::from_secs(80))
+            .await
+            .unwrap();
         assert_eq!(store.load("a", None).await.unwrap().as_deref(), Some("{}"));
         tokio::time::advance(Duration::from_secs(50)).await;
-        store.load("a", Some(Duration::from_secs(80))).await.unwrap();
+        store
+            .load("a", Some(Duration::from_secs(80)))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(50)).await;
-        assert!(store.load("a", None).await.unwrap().is_some(), "touch pushed expiry forward");
+        assert!(
+            store.load("a", None).await.unwrap().is_some(),
+            "touch pushed expiry forward"
+        );
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(store.load("a", None).await.unwrap(), None);
-        store.save("b", "{}", Duration::from_secs(60)).await.unwrap();
+        store
+            .save("b", "{}", Duration::from_secs(60))
+            .await
+            .unwrap();
         store.destroy("b").await.unwrap();
         assert!(store.is_empty());
     }

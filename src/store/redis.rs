@@ -29,7 +29,7 @@ impl RedisStore {
     /// `settings.url` was validated with the config.
     pub fn new(settings: &RedisSettings, prefix: &str) -> Self {
         Self {
-            client: Client::open(settings.url.as_str()).expect("validated Redis URL"),
+            client: settings.client().expect("validated with the config"),
             url: redact_url(&settings.url),
             conn: OnceLock::new(),
             prefix: prefix.to_owned(),
@@ -46,7 +46,8 @@ impl RedisStore {
                 // for minutes: recovery after an outage should be prompt.
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_millis(200));
-            ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| e.to_string())
+            ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+                .map_err(|e| e.to_string())
         });
         conn.clone().map_err(StoreError::Backend)
     }
@@ -78,16 +79,25 @@ impl SessionStore for RedisStore {
     async fn load(&self, sid: &str, touch: Option<Duration>) -> Result<Option<String>, StoreError> {
         let key = self.key(sid);
         let cmd = match touch {
-            Some(ttl) => redis::cmd("GETEX").arg(key).arg("EX").arg(secs(ttl)).to_owned(),
+            Some(ttl) => redis::cmd("GETEX")
+                .arg(key)
+                .arg("EX")
+                .arg(secs(ttl))
+                .to_owned(),
             None => redis::cmd("GET").arg(key).to_owned(),
         };
         self.run(cmd).await
     }
 
     async fn expire(&self, sid: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.run::<i64>(redis::cmd("EXPIRE").arg(self.key(sid)).arg(secs(ttl)).to_owned())
-            .await
-            .map(drop)
+        self.run::<i64>(
+            redis::cmd("EXPIRE")
+                .arg(self.key(sid))
+                .arg(secs(ttl))
+                .to_owned(),
+        )
+        .await
+        .map(drop)
     }
 
     async fn save(&self, sid: &str, json: &str, ttl: Duration) -> Result<(), StoreError> {
@@ -109,6 +119,9 @@ impl SessionStore for RedisStore {
     }
 
     fn describe(&self) -> String {
-        format!("redis {} (prefix `{}`, timeout {:?})", self.url, self.prefix, self.timeout)
+        format!(
+            "redis {} (prefix `{}`, timeout {:?})",
+            self.url, self.prefix, self.timeout
+        )
     }
 }

@@ -13,7 +13,10 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn error(toml: &str) -> String {
-    Config::parse(toml, "proxy.toml", &env).map(|_| ()).unwrap_err().to_string()
+    Config::parse(toml, "proxy.toml", &env)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -35,9 +38,16 @@ fn check_prints_the_plan_and_fails_on_errors() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("http://127.0.0.1:8080"), "{stdout}");
-    assert!(stdout.contains("/account/ [any] -> demo: required (else redirect to /login)"), "{stdout}");
+    assert!(
+        stdout.contains("/account/ [any] -> demo: required (else redirect to /login)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("store: memory"), "{stdout}");
     assert!(!stdout.contains("s3cret-value-never-printed"));
 
@@ -49,7 +59,12 @@ fn check_prints_the_plan_and_fails_on_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("proxy.toml:12: session.secrets[0]: environment variable SESSION_SECRET is not set"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "proxy.toml:12: session.secrets[0]: environment variable SESSION_SECRET is not set"
+        ),
+        "{stderr}"
+    );
 }
 
 const MINIMAL: &str = r#"
@@ -74,7 +89,10 @@ fn defaults_fill_everything_else() {
     assert_eq!(c.session.prefix, "sess:");
     assert!(c.session.rolling);
     assert_eq!(c.session.default_ttl.as_secs(), 86_400);
-    assert!(matches!(c.store, sessiongate::config::StoreSettings::Memory));
+    assert!(matches!(
+        c.store,
+        sessiongate::config::StoreSettings::Memory
+    ));
     assert_eq!(c.session.cookie.same_site, Some("Lax"));
     assert!(c.session.cookie.http_only);
 }
@@ -99,15 +117,24 @@ fn errors_name_the_key_and_the_line() {
     for (server, tail, expected) in cases {
         let toml = format!("{server}{MINIMAL}{tail}");
         let e = error(&toml);
-        assert!(e.contains(expected), "expected `{expected}` in `{e}`\n{toml}");
+        assert!(
+            e.contains(expected),
+            "expected `{expected}` in `{e}`\n{toml}"
+        );
         assert!(e.contains("proxy.toml:"), "no line in `{e}`");
     }
     let e = error("[server]\nlisten = [\"127.0.0.1:1\"]\n[session]\nsecrets = []\n");
     assert!(e.contains("session.secrets: at least one secret"), "{e}");
     let e = error(&MINIMAL.replace("env:SESSION_SECRET", "env:NOT_SET"));
-    assert_eq!(e, "proxy.toml:3: session.secrets[0]: environment variable NOT_SET is not set");
-    let e = error(&format!("{MINIMAL}\n[redis]\nurl = \"http://x\"\n").replace("[session]", "[session]\nstore = \"redis\""));
-    assert!(e.contains("redis.url: not a Redis URL"), "{e}");
+    assert_eq!(
+        e,
+        "proxy.toml:3: session.secrets[0]: environment variable NOT_SET is not set"
+    );
+    let e = error(
+        &format!("{MINIMAL}\n[redis]\nurl = \"http://x\"\n")
+            .replace("[session]", "[session]\nstore = \"redis\""),
+    );
+    assert!(e.contains("redis.url: not a usable Redis URL"), "{e}");
 }
 
 #[test]
@@ -126,5 +153,7 @@ fn secrets_from_files() {
 fn read_errors_name_the_file() {
     let e = Config::load(std::path::Path::new("/nonexistent/proxy.toml")).unwrap_err();
     assert!(matches!(e, ConfigError::Read { .. }));
-    assert!(e.to_string().starts_with("cannot read /nonexistent/proxy.toml"));
+    assert!(e
+        .to_string()
+        .starts_with("cannot read /nonexistent/proxy.toml"));
 }

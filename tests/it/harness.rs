@@ -28,7 +28,10 @@ pub const OLD_SECRET: &str = "test secret, retired";
 /// A free loopback port. The listener is dropped before use, which is racy in theory and
 /// fine in practice on a machine that is not handing out thousands of ports a second.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -74,7 +77,15 @@ impl Redis {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis is already running");
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
             .arg(self.socket())
             .args(["--unixsocketperm", "700", "--dir"])
             .arg(self.dir.path())
@@ -85,7 +96,10 @@ impl Redis {
         self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
         wait_for("redis-server", Duration::from_secs(10), || {
-            client.get_connection().ok().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
+            client
+                .get_connection()
+                .ok()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
         });
     }
 
@@ -98,7 +112,10 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
@@ -110,15 +127,28 @@ impl Redis {
     }
 
     pub fn set(&self, key: &str, value: &str, ttl_secs: u64) {
-        redis::cmd("SET").arg(key).arg(value).arg("EX").arg(ttl_secs).query::<()>(&mut self.conn()).unwrap();
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_secs)
+            .query::<()>(&mut self.conn())
+            .unwrap();
     }
 
     pub fn expire(&self, key: &str, ttl_secs: u64) {
-        redis::cmd("EXPIRE").arg(key).arg(ttl_secs).query::<()>(&mut self.conn()).unwrap();
+        redis::cmd("EXPIRE")
+            .arg(key)
+            .arg(ttl_secs)
+            .query::<()>(&mut self.conn())
+            .unwrap();
     }
 
     pub fn keys(&self, pattern: &str) -> Vec<String> {
-        redis::cmd("KEYS").arg(pattern).query(&mut self.conn()).unwrap()
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.conn())
+            .unwrap()
     }
 }
 
@@ -149,7 +179,9 @@ impl Upstream {
         let (n, h) = (name.to_string(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (n, h) = (n.clone(), h.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
@@ -181,10 +213,16 @@ impl Drop for Upstream {
     }
 }
 
-async fn echo(name: String, req: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+async fn echo(
+    name: String,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in req.headers() {
-        headers.entry(k.as_str().to_string()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into());
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into());
     }
     let query: BTreeMap<String, String> = req
         .uri()
@@ -192,7 +230,14 @@ async fn echo(name: String, req: hyper::Request<Incoming>) -> Result<hyper::Resp
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        })
         .collect();
     let body = json!({
         "upstream": name,
@@ -200,7 +245,9 @@ async fn echo(name: String, req: hyper::Request<Incoming>) -> Result<hyper::Resp
         "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""),
         "headers": headers,
     });
-    let mut resp = hyper::Response::builder().status(200).header("content-type", "application/json");
+    let mut resp = hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/json");
     if let Some(issue) = query.get("issue") {
         resp = resp.header("X-Session-Issue", issue.as_str());
     }
@@ -236,7 +283,10 @@ impl GateBuilder {
             session: vec![],
             cookie: vec![],
             server: vec![],
-            identity: vec![r#""X-User" = "/user""#.into(), r#""X-User-Roles" = "/roles""#.into()],
+            identity: vec![
+                r#""X-User" = "/user""#.into(),
+                r#""X-User-Roles" = "/roles""#.into(),
+            ],
             upstreams: vec![],
             routes: vec![],
         }
@@ -276,7 +326,8 @@ impl GateBuilder {
     }
 
     pub fn upstream(mut self, name: &str, servers: &[&Upstream]) -> Self {
-        self.upstreams.push((name.into(), servers.iter().map(|u| u.addr).collect()));
+        self.upstreams
+            .push((name.into(), servers.iter().map(|u| u.addr).collect()));
         self
     }
 
@@ -305,7 +356,8 @@ impl GateBuilder {
             t += &format!("{l}\n");
         }
         if let Some(url) = &self.store {
-            t += &format!("\n[redis]\nurl = \"{url}\"\ntimeout = \"300ms\"\nretry_after = \"3s\"\n");
+            t +=
+                &format!("\n[redis]\nurl = \"{url}\"\ntimeout = \"300ms\"\nretry_after = \"3s\"\n");
         }
         t += "\n[identity.headers]\n";
         for l in &self.identity {
@@ -354,8 +406,12 @@ impl Gate {
     pub fn run(config: sessiongate::Config, addr: SocketAddr) -> Gate {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = sessiongate::GateServer::new(config).expect("gate starts");
-        let thread = std::thread::spawn(move || server.run_until(Box::new(StopSignal(Mutex::new(Some(rx))))));
-        wait_for("the gate", Duration::from_secs(20), || TcpStream::connect(addr).ok());
+        let thread = std::thread::spawn(move || {
+            server.run_until(Box::new(StopSignal(Mutex::new(Some(rx)))))
+        });
+        wait_for("the gate", Duration::from_secs(20), || {
+            TcpStream::connect(addr).ok()
+        });
         Gate {
             addr,
             stop: Some(tx),
@@ -364,7 +420,10 @@ impl Gate {
     }
 
     pub fn client(&self) -> Client {
-        Client { addr: self.addr, cookie: None }
+        Client {
+            addr: self.addr,
+            cookie: None,
+        }
     }
 }
 
@@ -399,11 +458,18 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn json(&self) -> Value {
@@ -412,12 +478,19 @@ impl Response {
 
     /// What the echo upstream received for `name`, if it was an upstream answering.
     pub fn upstream_header(&self, name: &str) -> Option<String> {
-        self.json()["headers"][name].as_array().map(|v| v.iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>().join(", "))
+        self.json()["headers"][name].as_array().map(|v| {
+            v.iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 
     /// The Set-Cookie for cookie `name`.
     pub fn set_cookie(&self, name: &str) -> Option<&str> {
-        self.all("set-cookie").into_iter().find(|c| c.starts_with(&format!("{name}=")))
+        self.all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
     }
 }
 
@@ -440,7 +513,11 @@ impl Client {
         let resp = raw(self.addr, method, path, &h).await;
         if let Some(sc) = resp.set_cookie("connect.sid") {
             let pair = sc.split(';').next().unwrap();
-            self.cookie = if pair == "connect.sid=" { None } else { Some(pair.to_string()) };
+            self.cookie = if pair == "connect.sid=" {
+                None
+            } else {
+                Some(pair.to_string())
+            };
         }
         resp
     }
@@ -449,7 +526,9 @@ impl Client {
 /// One request on a fresh connection.
 pub async fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let mut req = hyper::Request::builder().method(method).uri(path);
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -458,12 +537,20 @@ pub async fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = sender.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Response {
@@ -487,14 +574,25 @@ pub fn express_sign(secret: &str, sid: &str) -> String {
 /// The session id inside a `connect.sid=...` pair, if `secret` signed it.
 pub fn express_unsign(secret: &str, pair: &str) -> Option<String> {
     let value = pair.split_once('=')?.1;
-    let decoded = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .ok()?;
     let (sid, _) = decoded.strip_prefix("s:")?.rsplit_once('.')?;
-    let expected = percent_encoding::percent_decode_str(&express_sign(secret, sid)).decode_utf8().ok()?.into_owned();
+    let expected = percent_encoding::percent_decode_str(&express_sign(secret, sid))
+        .decode_utf8()
+        .ok()?
+        .into_owned();
     (expected == decoded).then(|| sid.to_string())
 }
 
 /// Puts a session into Redis as connect-redis would, and returns a cookie pair for it.
-pub fn plant_session(redis: &Redis, secret: &str, sid: &str, fields: Value, max_age_ms: Option<u64>) -> String {
+pub fn plant_session(
+    redis: &Redis,
+    secret: &str,
+    sid: &str,
+    fields: Value,
+    max_age_ms: Option<u64>,
+) -> String {
     let mut record = json!({"cookie": {"originalMaxAge": max_age_ms, "expires": null, "httpOnly": true, "path": "/"}});
     for (k, v) in fields.as_object().unwrap() {
         record[k] = v.clone();
@@ -506,13 +604,16 @@ pub fn plant_session(redis: &Redis, secret: &str, sid: &str, fields: Value, max_
 
 /// The session id of a client's cookie (signed with [`SECRET`]).
 pub fn sid_of(client: &Client) -> String {
-    express_unsign(SECRET, client.cookie.as_deref().expect("a session cookie")).expect("signed with SECRET")
+    express_unsign(SECRET, client.cookie.as_deref().expect("a session cookie"))
+        .expect("signed with SECRET")
 }
 
 /// Logs a client in through a route with `issue_sessions`, as `user`.
 pub async fn login(client: &mut Client, user: &str, roles: &[&str]) -> Response {
     let issue = json!({"user": user, "roles": roles}).to_string();
-    let q: String = percent_encoding::utf8_percent_encode(&issue, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let q: String =
+        percent_encoding::utf8_percent_encode(&issue, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
     let resp = client.post(&format!("/login?issue={q}")).await;
     assert_eq!(resp.status, 200, "login: {}", resp.body);
     assert!(client.cookie.is_some(), "login set a cookie");
@@ -525,24 +626,201 @@ pub async fn login(client: &mut Client, user: &str, roles: &[&str]) -> Response 
 pub fn standard(b: GateBuilder, app: &[&Upstream]) -> GateBuilder {
     b.upstream("app", app)
         .session(r#"logout_path = "/logout""#)
-        .route(r#"path = "/login"
+        .route(
+            r#"path = "/login"
 upstream = "app"
 auth = "public"
-issue_sessions = true"#)
-        .route(r#"path = "/account/"
+issue_sessions = true"#,
+        )
+        .route(
+            r#"path = "/account/"
 upstream = "app"
-auth = "required""#)
-        .route(r#"path = "/pages/"
+auth = "required""#,
+        )
+        .route(
+            r#"path = "/pages/"
 upstream = "app"
 auth = "required"
-login_redirect = "/login""#)
-        .route(r#"path = "/maybe/"
+login_redirect = "/login""#,
+        )
+        .route(
+            r#"path = "/maybe/"
 upstream = "app"
-auth = "optional""#)
-        .route(r#"path = "/public/"
+auth = "optional""#,
+        )
+        .route(
+            r#"path = "/public/"
 upstream = "app"
-auth = "public""#)
-        .route(r#"path = "/"
+auth = "public""#,
+        )
+        .route(
+            r#"path = "/"
 upstream = "app"
-auth = "public""#)
+auth = "public""#,
+        )
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS
+
+/// A private CA and a certificate for `localhost` / 127.0.0.1 signed by it, as PEM files.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        TestPki {
+            ca_pem: ca.pem(),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// One HTTPS request to the gate, trusting only `pki`'s CA.
+pub async fn raw_tls(
+    addr: SocketAddr,
+    pki: &TestPki,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut pem = pki.ca_pem.as_bytes();
+    for cert in rustls_pemfile_certs(&mut pem) {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn rustls_pemfile_certs(pem: &mut &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+/// `redis-server` with TLS only and a password, on a free port.
+pub struct TlsRedis {
+    child: Child,
+    pub port: u16,
+    pub password: String,
+}
+
+impl TlsRedis {
+    pub fn start(pki: &TestPki) -> Self {
+        let port = free_addr().port();
+        let password = "redis-pass-123".to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &pki.path("cert.pem"),
+                "--tls-key-file",
+                &pki.path("key.pem"),
+            ])
+            .args([
+                "--tls-ca-cert-file",
+                &pki.path("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args([
+                "--requirepass",
+                &password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("TLS redis-server", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        TlsRedis {
+            child,
+            port,
+            password,
+        }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

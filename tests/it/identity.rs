@@ -25,7 +25,10 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         assert_eq!(r.status, 200);
         let seen = r.json()["headers"].clone();
         for (name, _) in SPOOFS {
-            assert!(seen.get(name.to_ascii_lowercase()).is_none(), "{name} reached the upstream on {path}: {seen}");
+            assert!(
+                seen.get(name.to_ascii_lowercase()).is_none(),
+                "{name} reached the upstream on {path}: {seen}"
+            );
         }
     }
 
@@ -33,11 +36,23 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     login(&mut c, "alice", &["reader"]).await;
     let r = c.send("GET", "/account/", SPOOFS).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_header("x-user").as_deref(), Some("alice"), "one value, the real one");
+    assert_eq!(
+        r.upstream_header("x-user").as_deref(),
+        Some("alice"),
+        "one value, the real one"
+    );
     assert_eq!(r.upstream_header("x-user-roles").as_deref(), Some("reader"));
     let seen = r.json()["headers"].clone();
-    for name in ["x_user", "x_user_roles", "x-session-issue", "x_session_destroy"] {
-        assert!(seen.get(name).is_none(), "{name} reached the upstream: {seen}");
+    for name in [
+        "x_user",
+        "x_user_roles",
+        "x-session-issue",
+        "x_session_destroy",
+    ] {
+        assert!(
+            seen.get(name).is_none(),
+            "{name} reached the upstream: {seen}"
+        );
     }
 }
 
@@ -69,7 +84,10 @@ async fn session_values_become_header_text() {
     assert_eq!(r.upstream_header("x-user-roles").as_deref(), Some("a,b,3"));
     assert_eq!(r.upstream_header("x-user-id").as_deref(), Some("42"));
     assert_eq!(r.upstream_header("x-admin").as_deref(), Some("false"));
-    assert_eq!(r.upstream_header("x-email").as_deref(), Some("bob@example.com"));
+    assert_eq!(
+        r.upstream_header("x-email").as_deref(),
+        Some("bob@example.com")
+    );
     assert_eq!(r.upstream_header("x-profile"), None, "objects are not sent");
     assert_eq!(r.upstream_header("x-missing"), None);
 }

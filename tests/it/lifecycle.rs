@@ -20,7 +20,10 @@ async fn login_replaces_any_session_the_request_carried() {
     login(&mut c, "alice", &[]).await;
     let sid = sid_of(&c);
     assert_ne!(sid, fixed, "a login never keeps the id the client brought");
-    assert!(redis.get(&format!("sess:{fixed}")).is_none(), "the old session is destroyed");
+    assert!(
+        redis.get(&format!("sess:{fixed}")).is_none(),
+        "the old session is destroyed"
+    );
     assert!(redis.get(&format!("sess:{sid}")).is_some());
 }
 
@@ -37,9 +40,17 @@ async fn upstream_destroy_deletes_the_session_and_expires_the_cookie() {
     assert_eq!(r.status, 200);
     assert!(r.header("x-session-destroy").is_none());
     let expired = r.set_cookie("connect.sid").unwrap();
-    assert!(expired.starts_with("connect.sid=; Path=/; Max-Age=0"), "{expired}");
+    assert!(
+        expired.starts_with("connect.sid=; Path=/; Max-Age=0"),
+        "{expired}"
+    );
     assert!(redis.get(&format!("sess:{sid}")).is_none());
-    assert_eq!(raw(gate.addr, "GET", "/account/", &[("cookie", &old)]).await.status, 401);
+    assert_eq!(
+        raw(gate.addr, "GET", "/account/", &[("cookie", &old)])
+            .await
+            .status,
+        401
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -51,7 +62,10 @@ async fn only_routes_with_issue_sessions_may_issue_or_destroy() {
     let r = raw(gate.addr, "GET", &format!("/public/x?issue={issue}"), &[]).await;
     assert_eq!(r.status, 200);
     assert!(r.set_cookie("connect.sid").is_none());
-    assert!(r.header("x-session-issue").is_none(), "the header is removed even when ignored");
+    assert!(
+        r.header("x-session-issue").is_none(),
+        "the header is removed even when ignored"
+    );
     assert!(redis.keys("sess:*").is_empty());
 
     let mut c = gate.client();
@@ -87,34 +101,77 @@ async fn the_gates_own_logout_is_post_only_and_same_site_only() {
     let r = c.get("/logout").await;
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST"));
-    let r = raw(gate.addr, "POST", "/logout", &[("cookie", &cookie), ("sec-fetch-site", "cross-site")]).await;
+    let r = raw(
+        gate.addr,
+        "POST",
+        "/logout",
+        &[("cookie", &cookie), ("sec-fetch-site", "cross-site")],
+    )
+    .await;
     assert_eq!(r.status, 403);
-    let r = raw(gate.addr, "POST", "/logout", &[("cookie", &cookie), ("origin", "https://evil.example")]).await;
+    let r = raw(
+        gate.addr,
+        "POST",
+        "/logout",
+        &[("cookie", &cookie), ("origin", "https://evil.example")],
+    )
+    .await;
     assert_eq!(r.status, 403);
-    assert!(redis.get(&format!("sess:{sid}")).is_some(), "refused logouts change nothing");
+    assert!(
+        redis.get(&format!("sess:{sid}")).is_some(),
+        "refused logouts change nothing"
+    );
 
-    let r = raw(gate.addr, "POST", "/logout", &[("cookie", &cookie), ("origin", "http://localhost")]).await;
+    let r = raw(
+        gate.addr,
+        "POST",
+        "/logout",
+        &[("cookie", &cookie), ("origin", "http://localhost")],
+    )
+    .await;
     assert_eq!(r.status, 204);
     assert!(r.set_cookie("connect.sid").unwrap().contains("Max-Age=0"));
     assert!(redis.get(&format!("sess:{sid}")).is_none());
-    assert_eq!(raw(gate.addr, "GET", "/account/", &[("cookie", &cookie)]).await.status, 401);
+    assert_eq!(
+        raw(gate.addr, "GET", "/account/", &[("cookie", &cookie)])
+            .await
+            .status,
+        401
+    );
     assert_eq!(app.hits(), 1, "only the login reached the upstream");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_embedded_store_needs_no_redis_and_expires_sessions() {
     let app = Upstream::start("app").await;
-    let gate = standard(GateBuilder::new().cookie(r#"max_age = "1s""#).session("rolling = false").session("touch = false"), &[&app]).start();
+    let gate = standard(
+        GateBuilder::new()
+            .cookie(r#"max_age = "1s""#)
+            .session("rolling = false")
+            .session("touch = false"),
+        &[&app],
+    )
+    .start();
     let mut c = gate.client();
     login(&mut c, "alice", &["a"]).await;
     let r = c.get("/account/").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("x-user").as_deref(), Some("alice"));
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert_eq!(c.get("/account/").await.status, 401, "the session expired with its TTL");
+    assert_eq!(
+        c.get("/account/").await.status,
+        401,
+        "the session expired with its TTL"
+    );
 
     login(&mut c, "bob", &[]).await;
-    let r = raw(gate.addr, "POST", "/logout", &[("cookie", c.cookie.as_deref().unwrap())]).await;
+    let r = raw(
+        gate.addr,
+        "POST",
+        "/logout",
+        &[("cookie", c.cookie.as_deref().unwrap())],
+    )
+    .await;
     assert_eq!(r.status, 204);
     assert_eq!(c.get("/account/").await.status, 401);
 }

@@ -11,3 +11,4 @@ mod outage;
 mod rolling;
 mod routing;
 mod shared_state;
+mod tls;

@@ -9,7 +9,13 @@ use crate::harness::*;
 async fn a_rolling_request_pushes_the_ttl_and_resends_the_cookie() {
     let redis = Redis::start();
     let app = Upstream::start("app").await;
-    let gate = standard(GateBuilder::new().redis(&redis).cookie(r#"max_age = "10m""#), &[&app]).start();
+    let gate = standard(
+        GateBuilder::new()
+            .redis(&redis)
+            .cookie(r#"max_age = "10m""#),
+        &[&app],
+    )
+    .start();
     let mut c = gate.client();
     login(&mut c, "alice", &[]).await;
     let key = format!("sess:{}", sid_of(&c));
@@ -19,10 +25,19 @@ async fn a_rolling_request_pushes_the_ttl_and_resends_the_cookie() {
     let r = c.get("/account/").await;
     assert_eq!(r.status, 200);
     let ttl = redis.ttl(&key);
-    assert!((595..=600).contains(&ttl), "TTL pushed back to the max-age: {ttl}");
-    let set_cookie = r.set_cookie("connect.sid").expect("rolling re-sends the cookie");
+    assert!(
+        (595..=600).contains(&ttl),
+        "TTL pushed back to the max-age: {ttl}"
+    );
+    let set_cookie = r
+        .set_cookie("connect.sid")
+        .expect("rolling re-sends the cookie");
     assert!(set_cookie.contains("Max-Age=600; Expires="), "{set_cookie}");
-    assert_eq!(redis.get(&key).unwrap(), before, "a touch does not rewrite the record (connect-redis semantics)");
+    assert_eq!(
+        redis.get(&key).unwrap(),
+        before,
+        "a touch does not rewrite the record (connect-redis semantics)"
+    );
 
     // Public routes never touch the session.
     redis.expire(&key, 30);
@@ -35,7 +50,13 @@ async fn a_rolling_request_pushes_the_ttl_and_resends_the_cookie() {
 async fn sessions_with_their_own_max_age_keep_it() {
     let redis = Redis::start();
     let app = Upstream::start("app").await;
-    let gate = standard(GateBuilder::new().redis(&redis).cookie(r#"max_age = "10m""#), &[&app]).start();
+    let gate = standard(
+        GateBuilder::new()
+            .redis(&redis)
+            .cookie(r#"max_age = "10m""#),
+        &[&app],
+    )
+    .start();
     // Written by another writer (an express app) with a 2-hour cookie.
     let sid = "OwnMaxAgeSession0123456789abcdef";
     let pair = plant_session(&redis, SECRET, sid, json!({"user": "x"}), Some(7_200_000));
@@ -43,8 +64,14 @@ async fn sessions_with_their_own_max_age_keep_it() {
     let r = raw(gate.addr, "GET", "/account/", &[("cookie", &pair)]).await;
     assert_eq!(r.status, 200);
     let ttl = redis.ttl(&format!("sess:{sid}"));
-    assert!((7195..=7200).contains(&ttl), "the session's own originalMaxAge rules: {ttl}");
-    assert!(r.set_cookie("connect.sid").unwrap().contains("Max-Age=7200"));
+    assert!(
+        (7195..=7200).contains(&ttl),
+        "the session's own originalMaxAge rules: {ttl}"
+    );
+    assert!(r
+        .set_cookie("connect.sid")
+        .unwrap()
+        .contains("Max-Age=7200"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,7 +102,10 @@ async fn touch_without_rolling_pushes_the_ttl_but_sends_no_cookie() {
     let redis = Redis::start();
     let app = Upstream::start("app").await;
     let gate = standard(
-        GateBuilder::new().redis(&redis).session("rolling = false").cookie(r#"max_age = "10m""#),
+        GateBuilder::new()
+            .redis(&redis)
+            .session("rolling = false")
+            .cookie(r#"max_age = "10m""#),
         &[&app],
     )
     .start();
@@ -85,5 +115,8 @@ async fn touch_without_rolling_pushes_the_ttl_but_sends_no_cookie() {
     redis.expire(&key, 30);
     let r = c.get("/account/").await;
     assert!(r.set_cookie("connect.sid").is_none());
-    assert!(redis.ttl(&key) > 590, "express-session with resave: false touches unmodified sessions");
+    assert!(
+        redis.ttl(&key) > 590,
+        "express-session with resave: false touches unmodified sessions"
+    );
 }

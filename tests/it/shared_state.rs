@@ -8,7 +8,11 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn three_upstreams_behind_one_route_all_receive_identity() {
     let redis = Redis::start();
-    let (a, b, c) = (Upstream::start("a").await, Upstream::start("b").await, Upstream::start("c").await);
+    let (a, b, c) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    );
     let gate = standard(GateBuilder::new().redis(&redis), &[&a, &b, &c]).start();
     let mut client = gate.client();
     login(&mut client, "alice", &["x"]).await;
@@ -19,7 +23,11 @@ async fn three_upstreams_behind_one_route_all_receive_identity() {
         assert_eq!(r.upstream_header("x-user").as_deref(), Some("alice"));
         seen.insert(r.json()["upstream"].as_str().unwrap().to_string());
     }
-    assert_eq!(seen, BTreeSet::from(["a".to_string(), "b".into(), "c".into()]), "round robin reached every server");
+    assert_eq!(
+        seen,
+        BTreeSet::from(["a".to_string(), "b".into(), "c".into()]),
+        "round robin reached every server"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,13 +64,35 @@ async fn two_gates_on_one_redis_serve_the_same_user_and_share_logout() {
     let mut on2 = g2.client();
     on2.cookie = on1.cookie.clone();
     for _ in 0..2 {
-        assert_eq!(on1.get("/account/").await.upstream_header("x-user").as_deref(), Some("alice"));
-        assert_eq!(on2.get("/account/").await.upstream_header("x-user").as_deref(), Some("alice"));
+        assert_eq!(
+            on1.get("/account/")
+                .await
+                .upstream_header("x-user")
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            on2.get("/account/")
+                .await
+                .upstream_header("x-user")
+                .as_deref(),
+            Some("alice")
+        );
     }
 
     let old = on1.cookie.clone().unwrap();
     let r = raw(g2.addr, "POST", "/logout", &[("cookie", &old)]).await;
     assert_eq!(r.status, 204);
-    assert_eq!(raw(g1.addr, "GET", "/account/", &[("cookie", &old)]).await.status, 401);
-    assert_eq!(raw(g2.addr, "GET", "/account/", &[("cookie", &old)]).await.status, 401);
+    assert_eq!(
+        raw(g1.addr, "GET", "/account/", &[("cookie", &old)])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        raw(g2.addr, "GET", "/account/", &[("cookie", &old)])
+            .await
+            .status,
+        401
+    );
 }
