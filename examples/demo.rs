@@ -85,7 +85,8 @@ async fn app(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>
             &format!(
                 "<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"return_to\" value=\"{}\">\
                  <label>User <input name=\"user\" value=\"alice\"></label> \
-                 <label>Roles <input name=\"roles\" value=\"reader,editor\"></label> <button>Sign in</button></form>",
+                 <label>Roles <input name=\"roles\" value=\"reader,editor\"></label> \
+                 <label><input type=\"checkbox\" name=\"remember\" value=\"30d\"> Remember me</label> <button>Sign in</button></form>",
                 esc(&param(&query, "return_to").unwrap_or_default())
             ),
         ),
@@ -99,12 +100,27 @@ async fn app(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>
                 .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\"))
                 .unwrap_or_else(|| "/account/".into());
             let session = serde_json::json!({ "user": name, "roles": roles });
-            Response::builder()
+            let mut resp = Response::builder()
                 .status(303)
                 .header("location", back)
-                .header("x-session-issue", session.to_string())
-                .body(Full::new(Bytes::new()))
-                .unwrap()
+                .header("x-session-issue", session.to_string());
+            // "Remember me": a persistent cookie of this life (the gate caps it).
+            if let Some(life) = param(&form, "remember").filter(|r| !r.is_empty()) {
+                resp = resp.header("x-session-max-age", life);
+            }
+            resp.body(Full::new(Bytes::new())).unwrap()
+        }
+        ("POST", "/account/settings") => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let form = String::from_utf8_lossy(&body).to_string();
+            let mut resp = Response::builder().status(303).header("location", "/account/");
+            if param(&form, "everywhere").is_some() {
+                // Log out everywhere: every session of this user, on every gate.
+                resp = resp.header("location", "/").header("x-session-destroy", "all");
+            } else if let Some(theme) = param(&form, "theme") {
+                resp = resp.header("x-session-update", serde_json::json!({ "theme": theme }).to_string());
+            }
+            resp.body(Full::new(Bytes::new())).unwrap()
         }
         ("GET", p) if p.starts_with("/account") => page(
             "Your account",
@@ -125,7 +141,9 @@ async fn app(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>
     Ok(resp)
 }
 
-const LOGOUT: &str = "<form method=\"post\" action=\"/logout\"><button>Sign out</button></form>";
+const LOGOUT: &str = "<form method=\"post\" action=\"/account/settings\"><input name=\"theme\" value=\"dark\"> <button>Save theme</button></form>\
+<form method=\"post\" action=\"/logout\"><button>Sign out</button></form>\
+<form method=\"post\" action=\"/account/settings\"><input type=\"hidden\" name=\"everywhere\" value=\"1\"><button>Sign out everywhere</button></form>";
 
 fn page(title: &str, body: &str) -> Response<Full<Bytes>> {
     let html = format!("<!doctype html><title>{title}</title><h1>{title}</h1>{body}");

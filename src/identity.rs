@@ -12,21 +12,8 @@ use serde_json::Value;
 use crate::config::runtime::IdentitySettings;
 use crate::session::Session;
 
-/// Response header: create a session from this JSON (routes with `issue_sessions`).
-pub const ISSUE_HEADER: &str = "x-session-issue";
-/// Response header: destroy the current session.
-pub const DESTROY_HEADER: &str = "x-session-destroy";
-
-/// Headers that only the gate and its upstreams may speak. Clients never get to send them,
-/// and the names are reserved for the session lifecycle.
-const INTERNAL_HEADERS: &[&str] = &[
-    ISSUE_HEADER,
-    DESTROY_HEADER,
-    "x-session-update",
-    "x-session-regenerate",
-    "x-session-max-age",
-    "x-session-token",
-];
+/// Headers that only the gate and its upstreams may speak: clients never get to send them.
+const INTERNAL_HEADERS: &[&str] = crate::lifecycle::HEADERS;
 
 /// Lower case, `_` read as `-`: the name as a lenient backend would see it.
 pub fn canonical_header_name(name: &str) -> String {
@@ -39,11 +26,6 @@ pub fn canonical_header_name(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The gate's internal header names, lower case.
-pub fn internal_headers() -> &'static [&'static str] {
-    INTERNAL_HEADERS
 }
 
 pub fn is_internal(name: &str) -> bool {

@@ -10,15 +10,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod cookie;
 pub mod identity;
+pub mod lifecycle;
 pub mod path;
 pub mod proxy;
 pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod signing;
 pub mod store;
 pub mod upstreams;

@@ -1,18 +1,18 @@
 //! The request path through the gate, top to bottom:
 //!
 //! 1. `request_filter`: normalise the path (400 on ambiguous spellings), answer the logout
-//!    path, pick the route (404 when none), and for non-public routes verify the cookie and
-//!    load the session (touching it when rolling). Store down: 503. No session on a
-//!    required route: 401 or a login redirect.
+//!    path, pick the route (404 when none), and for non-public routes verify the cookie or
+//!    token and load the session, touching it. Store down: 503. No session on a required
+//!    route: 401 or a login redirect.
 //! 2. `upstream_peer`: the next healthy server of the route's pool.
 //! 3. `upstream_request_filter`: strip client-sent identity and internal headers (every
 //!    route), inject identity from the session, forward the normalised path.
-//! 4. `upstream_response_filter`: act on `X-Session-Issue` / `X-Session-Destroy` from routes
-//!    allowed to send them, and never let those headers reach the client.
-//! 5. `response_filter`: `Set-Cookie` for issued, destroyed and rolling sessions.
+//! 4. `upstream_response_filter`: take the `X-Session-*` directives off the response, and on
+//!    routes allowed to send them issue, update, regenerate or destroy the session.
+//! 5. `response_filter`: `Set-Cookie` (or the token header) for issued, regenerated,
+//!    destroyed and rolling sessions.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::{header, Method};
@@ -20,29 +20,25 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use serde_json::{Map, Value};
 
 use crate::config::file::AuthMode;
-use crate::config::runtime::SessionSettings;
 use crate::config::{Config, Secure};
-use crate::cookie;
-use crate::identity::{Identity, DESTROY_HEADER, ISSUE_HEADER};
+use crate::identity::Identity;
+use crate::lifecycle::{self, Destroy, Directives};
 use crate::path::{normalize_path, NormalPath};
 use crate::respond::Reply;
 use crate::routes::{host_without_port, RouteTable};
-use crate::session::{id_prefix, new_session_id, Session as Record};
-use crate::signing::Signer;
+use crate::session::ClientInfo;
+use crate::sessions::{Active, Sessions, Via};
 use crate::store::{OutageLog, SessionStore, StoreError};
 use crate::upstreams::Pool;
 
 pub struct Gate {
     routes: RouteTable,
     pools: Vec<Pool>,
-    signer: Signer,
-    store: Arc<dyn SessionStore>,
+    sessions: Sessions,
     outage: OutageLog,
     identity: Identity,
-    session: SessionSettings,
     trust_forwarded_proto: bool,
     retry_after_secs: String,
 }
@@ -57,11 +53,8 @@ pub struct RequestCtx {
     /// The verified session, until the upstream replaces or destroys it.
     active: Option<Active>,
     set_cookies: Vec<String>,
-}
-
-struct Active {
-    sid: String,
-    record: Record,
+    /// A session token for a client that asked for one at login.
+    token: Option<String>,
 }
 
 impl Gate {
@@ -69,12 +62,10 @@ impl Gate {
         Self {
             routes: RouteTable::new(config.routes, config.case_sensitive_paths),
             pools,
-            signer: Signer::new(&config.session.secrets),
-            store,
+            retry_after_secs: config.store.retry_after().as_secs().max(1).to_string(),
+            sessions: Sessions::new(config.session, store),
             outage: OutageLog::default(),
             identity: Identity::new(&config.identity),
-            retry_after_secs: config.store.retry_after().as_secs().max(1).to_string(),
-            session: config.session,
             trust_forwarded_proto: config.trust_forwarded_proto,
         }
     }
@@ -99,7 +90,7 @@ impl ProxyHttp for Gate {
                     .await
             }
         };
-        if self.session.logout_path.as_deref() == Some(path.decoded.as_str()) {
+        if self.sessions.settings.logout_path.as_deref() == Some(path.decoded.as_str()) {
             return self.logout(session, ctx).await;
         }
         let host = request_host(req).map(host_without_port);
@@ -118,13 +109,29 @@ impl ProxyHttp for Gate {
             return Ok(false);
         }
 
-        match self.load_session(session.req_header()).await {
+        match self.sessions.load(session.req_header()).await {
+            // `required` means a user: a session an app keeps for an anonymous visitor (a
+            // cart, express's saveUninitialized) is not a login.
+            Ok(Some(active))
+                if route.auth == AuthMode::Required
+                    && self.sessions.user_of(&active.record).is_none() =>
+            {
+                self.outage.succeeded();
+                self.unauthenticated(session, ctx).await
+            }
             Ok(Some(active)) => {
+                self.outage.succeeded();
                 ctx.active = Some(active);
                 Ok(false)
             }
-            Ok(None) if route.auth == AuthMode::Optional => Ok(false),
-            Ok(None) => self.unauthenticated(session, ctx).await,
+            Ok(None) => {
+                self.outage.succeeded();
+                if route.auth == AuthMode::Optional {
+                    Ok(false)
+                } else {
+                    self.unauthenticated(session, ctx).await
+                }
+            }
             Err(e) => self.store_unavailable(session, &e).await,
         }
     }
@@ -153,6 +160,10 @@ impl ProxyHttp for Gate {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.identity.strip_request(upstream);
+        // A session token is the gate's business, not the upstream's.
+        if let Some(h) = self.sessions.carries_token(session.req_header()) {
+            upstream.remove_header(h);
+        }
         if let Some(active) = &ctx.active {
             self.identity.inject(&active.record, upstream);
         }
@@ -192,60 +203,28 @@ impl ProxyHttp for Gate {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let issue = upstream.headers.get(ISSUE_HEADER).cloned();
-        let destroy = upstream.headers.contains_key(DESTROY_HEADER);
-        for name in crate::identity::internal_headers() {
-            upstream.remove_header(*name);
-        }
-        if issue.is_none() && !destroy {
-            return Ok(());
-        }
         let route = self
             .routes
             .get(ctx.route.expect("routed in request_filter"));
-        if !route.issue_sessions {
-            tracing::warn!(
-                route = route.prefix,
-                "upstream sent a session header on a route without issue_sessions; ignored"
-            );
-            return Ok(());
-        }
-
-        // Whatever session the request carried ends here: a login never keeps a session id
-        // the client chose (no fixation), a logout ends it.
-        let old = ctx
-            .active
-            .take()
-            .map(|a| a.sid)
-            .or_else(|| self.session_id(session.req_header()));
-        if let Some(old) = old {
-            self.store
-                .destroy(&old)
-                .await
-                .map_err(|e| self.store_error(&e))?;
-        }
-        let Some(issue) = issue else {
-            ctx.set_cookies.push(cookie::expire_cookie(
-                &self.session.cookie_name,
-                &self.default_attributes(ctx),
-            ));
-            return Ok(());
-        };
-
-        let fields = match serde_json::from_slice::<Value>(issue.as_bytes()) {
-            Ok(Value::Object(fields)) => fields,
-            _ => {
-                tracing::error!(
+        let directives = match Directives::take(upstream) {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) if !route.issue_sessions => {
+                tracing::warn!(
                     route = route.prefix,
-                    "upstream sent an X-Session-Issue that is not a JSON object"
+                    "upstream sent session directives on a route without issue_sessions; ignored"
                 );
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(502),
-                    "X-Session-Issue is not a JSON object",
-                ));
+                return Ok(());
+            }
+            Ok(Some(d)) => d,
+            Err(e) => {
+                tracing::error!(route = route.prefix, error = %e, "upstream sent a malformed session directive");
+                return Err(Error::explain(ErrorType::HTTPStatus(502), e.to_string()));
             }
         };
-        self.issue(fields, ctx).await
+        let client = client_info(session);
+        self.apply(directives, session.req_header(), &client, ctx)
+            .await
+            .map_err(|e| self.store_error(&e))
     }
 
     async fn response_filter(
@@ -257,19 +236,19 @@ impl ProxyHttp for Gate {
         for c in ctx.set_cookies.drain(..) {
             resp.append_header(header::SET_COOKIE, c)?;
         }
+        if let Some(token) = ctx.token.take() {
+            resp.insert_header(lifecycle::TOKEN, token)?;
+        }
         if let Some(active) = &ctx.active {
-            if self.session.rolling && !self.sets_session_cookie(resp) {
-                let attrs = active
-                    .record
-                    .cookie_attributes(&self.session.cookie, self.secure(ctx));
-                let value = cookie::encode_value(&self.signer.sign(&active.sid));
-                let c = cookie::set_cookie(
-                    &self.session.cookie_name,
-                    &value,
-                    &attrs,
-                    SystemTime::now(),
-                );
-                resp.append_header(header::SET_COOKIE, c)?;
+            if self.sessions.settings.rolling
+                && active.via == Via::Cookie
+                && !self.sets_session_cookie(resp)
+            {
+                resp.append_header(
+                    header::SET_COOKIE,
+                    self.sessions
+                        .set_cookie(&active.sid, &active.record, self.secure(ctx)),
+                )?;
             }
         }
         Ok(())
@@ -309,93 +288,120 @@ impl ProxyHttp for Gate {
 }
 
 impl Gate {
-    /// The verified session id from the request's cookies. Two different validly signed
-    /// session cookies (a cookie tossed in from a sibling domain) count as none.
-    fn session_id(&self, req: &RequestHeader) -> Option<String> {
-        let mut found: Option<String> = None;
-        for h in req.headers.get_all(header::COOKIE) {
-            let Ok(h) = h.to_str() else { continue };
-            for value in cookie::values(h, &self.session.cookie_name) {
-                let Some(decoded) = cookie::decode_value(value) else {
-                    continue;
+    /// Carries out an upstream's session directives, in this order: log out everywhere or
+    /// destroy; else issue (dropping the old session: no fixation); else regenerate, then
+    /// update.
+    async fn apply(
+        &self,
+        d: Directives,
+        req: &RequestHeader,
+        client: &ClientInfo,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), StoreError> {
+        let secure = self.secure(ctx);
+        // The session the request carried, loaded or (on public routes) only verified.
+        let current = match ctx.active.take() {
+            Some(a) => Some((a.sid, Some(a.record), a.via)),
+            None => self
+                .sessions
+                .credential(req)
+                .map(|(sid, via)| (sid, None, via)),
+        };
+
+        if let Some(kind) = d.destroy {
+            if let Some((sid, record, _)) = &current {
+                let user = match record {
+                    Some(r) => self.sessions.user_of(r),
+                    None => self
+                        .sessions
+                        .load(req)
+                        .await?
+                        .and_then(|a| self.sessions.user_of(&a.record)),
                 };
-                let Some(sid) = self.signer.unsign(&decoded) else {
-                    continue;
-                };
-                match &found {
-                    None => found = Some(sid.to_owned()),
-                    Some(f) if f == sid => {}
-                    Some(_) => {
-                        tracing::warn!("request carries two different signed session cookies; treating it as no session");
-                        return None;
+                match (kind, user) {
+                    (Destroy::AllOfUser, Some(user)) => {
+                        self.sessions.revoke_user(&user).await?;
                     }
+                    _ => self.sessions.destroy(sid, record.as_ref()).await?,
                 }
             }
+            let record = current.as_ref().and_then(|(_, r, _)| r.as_ref());
+            ctx.set_cookies
+                .push(self.sessions.expire_cookie(record, secure));
+            return Ok(());
         }
-        found
-    }
 
-    /// Verifies the cookie and loads the session, pushing its TTL forward in the same round
-    /// trip when rolling or touching.
-    async fn load_session(&self, req: &RequestHeader) -> Result<Option<Active>, StoreError> {
-        let Some(sid) = self.session_id(req) else {
-            return Ok(None);
-        };
-        // The TTL a touch assumes: right for every session this gate issued. Sessions written
-        // with another max-age get a second, corrective EXPIRE below.
-        let assumed = self
-            .session
-            .cookie
-            .max_age
-            .unwrap_or(self.session.default_ttl);
-        let touch = (self.session.rolling || self.session.touch).then_some(assumed);
-        let loaded = self.store.load(&sid, touch).await;
-        let json = match loaded {
-            Ok(json) => {
-                self.outage.succeeded();
-                json
+        if let Some(fields) = d.issue {
+            if let Some((sid, record, _)) = &current {
+                self.sessions.destroy(sid, record.as_ref()).await?;
             }
-            Err(e) => return Err(e),
-        };
-        let Some(json) = json else { return Ok(None) };
-        let record = match Record::parse(&json) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(sid = id_prefix(&sid), error = %e, "unreadable session record; treating it as no session");
-                return Ok(None);
+            let (sid, record) = self
+                .sessions
+                .issue(fields, d.max_age, client, secure)
+                .await?;
+            self.hand_out(req, &sid, &record, ctx, secure);
+            return Ok(());
+        }
+
+        let Some((mut sid, record, via)) = current else {
+            if d.update.is_some() || d.regenerate {
+                tracing::warn!(
+                    "upstream sent a session update for a request without a session; ignored"
+                );
             }
+            return Ok(());
         };
-        if let Some(assumed) = touch {
-            let own = record.ttl(self.session.default_ttl);
-            if own.as_secs() != assumed.as_secs() {
-                self.store.expire(&sid, own).await?;
+        let mut record = match record {
+            Some(r) => r,
+            None => match self.sessions.load(req).await? {
+                Some(a) => a.record,
+                None => return Ok(()),
+            },
+        };
+        let mut replaced = false;
+        if d.regenerate {
+            match self.sessions.regenerate(&sid, &record).await? {
+                Some(new) => {
+                    sid = new;
+                    replaced = true;
+                }
+                None => return Ok(()),
             }
         }
-        Ok(Some(Active { sid, record }))
-    }
-
-    async fn issue(&self, fields: Map<String, Value>, ctx: &mut RequestCtx) -> Result<()> {
-        let sid = new_session_id();
-        let secure = self.secure(ctx);
-        let record = Record::new(fields, &self.session.cookie, secure, SystemTime::now());
-        self.store
-            .save(
-                &sid,
-                &record.to_json(),
-                record.ttl(self.session.default_ttl),
-            )
-            .await
-            .map_err(|e| self.store_error(&e))?;
-        let attrs = record.cookie_attributes(&self.session.cookie, secure);
-        let value = cookie::encode_value(&self.signer.sign(&sid));
-        ctx.set_cookies.push(cookie::set_cookie(
-            &self.session.cookie_name,
-            &value,
-            &attrs,
-            SystemTime::now(),
-        ));
-        tracing::debug!(sid = id_prefix(&sid), "session issued");
+        if let Some(patch) = d.update {
+            if let Some(updated) = self.sessions.update(&sid, patch).await? {
+                record = updated;
+            }
+        }
+        if replaced {
+            self.hand_out(req, &sid, &record, ctx, secure);
+        } else {
+            ctx.active = Some(Active { sid, record, via });
+        }
         Ok(())
+    }
+
+    /// Gives the client a new session: a cookie, or the token when it asked for one.
+    fn hand_out(
+        &self,
+        req: &RequestHeader,
+        sid: &str,
+        record: &crate::session::Session,
+        ctx: &mut RequestCtx,
+        secure: bool,
+    ) {
+        let wants_token = self.sessions.settings.token.is_some()
+            && (req
+                .headers
+                .get(lifecycle::TOKEN)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"request"))
+                || self.sessions.carries_token(req).is_some());
+        if wants_token {
+            ctx.token = Some(self.sessions.token(sid));
+        } else {
+            ctx.set_cookies
+                .push(self.sessions.set_cookie(sid, record, secure));
+        }
     }
 
     /// The gate's own logout: POST only, same-origin only, so that no cross-site page can log
@@ -413,14 +419,20 @@ impl Gate {
                 .send(session)
                 .await;
         }
-        if let Some(sid) = self.session_id(req) {
-            if let Err(e) = self.store.destroy(&sid).await {
-                return self.store_unavailable(session, &e).await;
+        let record = match self.sessions.load(req).await {
+            Ok(Some(a)) => {
+                if let Err(e) = self.sessions.destroy(&a.sid, Some(&a.record)).await {
+                    return self.store_unavailable(session, &e).await;
+                }
+                Some(a.record)
             }
-        }
-        let expired =
-            cookie::expire_cookie(&self.session.cookie_name, &self.default_attributes(ctx));
-        let reply = match &self.session.logout_redirect {
+            Ok(None) => None,
+            Err(e) => return self.store_unavailable(session, &e).await,
+        };
+        let expired = self
+            .sessions
+            .expire_cookie(record.as_ref(), self.secure(ctx));
+        let reply = match &self.sessions.settings.logout_redirect {
             Some(to) => Reply::new(303).header("location", to.clone()),
             None => Reply::new(204),
         };
@@ -447,8 +459,8 @@ impl Gate {
                 let sep = if login.contains('?') { '&' } else { '?' };
                 let location = format!(
                     "{login}{sep}{}={}",
-                    self.session.return_param,
-                    cookie::encode_value(&back)
+                    self.sessions.settings.return_param,
+                    crate::cookie::encode_value(&back)
                 );
                 Reply::new(302)
                     .header("location", location)
@@ -493,33 +505,38 @@ impl Gate {
     }
 
     fn secure(&self, ctx: &RequestCtx) -> bool {
-        match self.session.cookie.secure {
+        match self.sessions.settings.cookie.secure {
             Secure::Always => true,
             Secure::Never => false,
             Secure::Auto => ctx.https,
         }
     }
 
-    fn default_attributes(&self, ctx: &RequestCtx) -> cookie::Attributes {
-        let c = &self.session.cookie;
-        cookie::Attributes {
-            path: c.path.clone(),
-            domain: c.domain.clone(),
-            http_only: c.http_only,
-            secure: self.secure(ctx),
-            same_site: c.same_site.map(str::to_owned),
-            max_age: c.max_age,
-        }
-    }
-
     /// Whether the upstream already sets the session cookie (an express app behind the gate
     /// rolling its own session): then its cookie is the one the client gets.
     fn sets_session_cookie(&self, resp: &ResponseHeader) -> bool {
-        let name = self.session.cookie_name.as_bytes();
+        let name = self.sessions.settings.cookie_name.as_bytes();
         resp.headers.get_all(header::SET_COOKIE).iter().any(|v| {
             let v = v.as_bytes();
             v.len() > name.len() && v.starts_with(name) && v[name.len()] == b'='
         })
+    }
+}
+
+/// The client as the gate saw it: its user agent, and the address it connected from (not a
+/// client-supplied X-Forwarded-For).
+fn client_info(session: &Session) -> ClientInfo {
+    ClientInfo {
+        user_agent: session
+            .req_header()
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string()),
     }
 }
 

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 
-use crate::config::Config;
+use crate::admin::AdminApi;
+use crate::config::{Config, StoreSettings};
 use crate::proxy::Gate;
+use crate::sessions::Sessions;
 use crate::store::{self, SessionStore};
 use crate::upstreams;
 
@@ -27,7 +29,11 @@ pub struct GateServer {
 
 impl GateServer {
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let store = store::from_settings(&config.store, &config.session.prefix);
+        let store = store::from_settings(
+            &config.store,
+            &config.session.prefix,
+            &config.session.index_prefix,
+        );
         Self::with_store(config, store)
     }
 
@@ -46,6 +52,26 @@ impl GateServer {
         let (pools, health_checks) = upstreams::build(&config.upstreams);
         let listen = config.listen.clone();
         let tls = config.tls.clone();
+        if let Some(admin) = &config.admin {
+            // Its own store client (Redis), so that admin work never shares the proxy's
+            // connection or runtime; the embedded store is shared, being this process's memory.
+            let admin_store = match &config.store {
+                StoreSettings::Memory => store.clone(),
+                other => store::from_settings(
+                    other,
+                    &config.session.prefix,
+                    &config.session.index_prefix,
+                ),
+            };
+            let api = AdminApi::new(
+                Sessions::new(config.session.clone(), admin_store),
+                &admin.token,
+            );
+            let mut service =
+                pingora::services::listening::Service::new("sessiongate admin".into(), api);
+            service.add_tcp(&admin.listen);
+            server.add_service(service);
+        }
         let gate = Gate::new(config, pools, store);
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,

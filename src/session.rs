@@ -22,6 +22,35 @@ pub fn new_session_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The session member where the gate keeps what it knows about a session (creation time,
+/// client). express apps carry it along untouched like any field they do not read.
+pub const META_FIELD: &str = "sessiongate";
+
+/// What the gate records about the client at login.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The expiry rules one gate applies to every session it loads.
+#[derive(Debug, Clone)]
+pub struct ExpiryPolicy {
+    /// TTL of sessions without a cookie max-age.
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Option<Duration>,
+    /// Touch only when the TTL has fallen by more than this.
+    pub touch_interval: Duration,
+    /// Top-level field naming the user, for the per-user index.
+    pub user_field: String,
+}
+
 /// The first characters of a session id: enough to correlate log lines, never enough to use.
 pub fn id_prefix(sid: &str) -> &str {
     sid.get(..6).unwrap_or("")
@@ -56,8 +85,19 @@ impl Session {
         secure: bool,
         now: SystemTime,
     ) -> Self {
+        Self::with_max_age(fields, cookie, cookie.max_age, secure, now)
+    }
+
+    /// A new session whose cookie lives `max_age` (a browser-session cookie when `None`).
+    pub fn with_max_age(
+        fields: Map<String, Value>,
+        cookie: &CookieSettings,
+        max_age: Option<Duration>,
+        secure: bool,
+        now: SystemTime,
+    ) -> Self {
         let mut c = Map::new();
-        match cookie.max_age {
+        match max_age {
             Some(max_age) => {
                 c.insert(
                     "originalMaxAge".into(),
@@ -88,6 +128,79 @@ impl Session {
         data.insert("cookie".into(), Value::Object(c));
         data.extend(fields.into_iter().filter(|(k, _)| k != "cookie"));
         Self { data }
+    }
+
+    /// Records when and for whom the session was made.
+    pub fn set_meta(&mut self, now: SystemTime, client: &ClientInfo) {
+        let mut m = Map::new();
+        m.insert("created".into(), Value::from(epoch_ms(now)));
+        if let Some(ua) = &client.user_agent {
+            m.insert(
+                "ua".into(),
+                Value::from(ua.chars().take(256).collect::<String>()),
+            );
+        }
+        if let Some(ip) = &client.ip {
+            m.insert("ip".into(), Value::from(ip.as_str()));
+        }
+        self.data.insert(META_FIELD.into(), Value::Object(m));
+    }
+
+    fn meta(&self, key: &str) -> Option<&Value> {
+        self.data.get(META_FIELD)?.get(key)
+    }
+
+    /// Creation time in ms since the epoch; `None` for sessions other writers made.
+    pub fn created_ms(&self) -> Option<u64> {
+        self.meta("created")?.as_f64().map(|v| v as u64)
+    }
+
+    pub fn client(&self) -> ClientInfo {
+        ClientInfo {
+            user_agent: self.meta("ua").and_then(Value::as_str).map(str::to_owned),
+            ip: self.meta("ip").and_then(Value::as_str).map(str::to_owned),
+        }
+    }
+
+    /// The user this session belongs to: a string or number in `field`.
+    pub fn user(&self, field: &str) -> Option<String> {
+        match self.data.get(field)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Merges top-level fields from an upstream's update; the cookie and the gate's own
+    /// record are not the upstream's to change. A `null` removes the field.
+    pub fn merge(&mut self, patch: Map<String, Value>) {
+        for (k, v) in patch {
+            if k == "cookie" || k == META_FIELD {
+                continue;
+            }
+            if v.is_null() {
+                self.data.remove(&k);
+            } else {
+                self.data.insert(k, v);
+            }
+        }
+    }
+
+    /// The TTL a touch sets now: the idle timeout, cut short by the absolute deadline.
+    /// `None` when the session is past its absolute timeout. Sessions without a creation
+    /// time (made by other writers) only have the idle timeout.
+    pub fn touch_ttl(&self, policy: &ExpiryPolicy, now: SystemTime) -> Option<Duration> {
+        let idle = self.ttl(policy.idle_timeout);
+        match (policy.absolute_timeout, self.created_ms()) {
+            (Some(abs), Some(created)) => {
+                let deadline = created + abs.as_millis() as u64;
+                let left = deadline
+                    .checked_sub(epoch_ms(now))
+                    .filter(|ms| *ms >= 1000)?;
+                Some(idle.min(Duration::from_millis(left)))
+            }
+            _ => Some(idle),
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -134,11 +247,22 @@ impl Session {
         }
     }
 
-    /// The cookie attributes this session was created with, falling back to the gate's
-    /// settings for anything the writer did not record. An express app's cookie settings are
-    /// kept when the gate re-sends its cookie.
+    /// The cookie attributes this session was created with, so that an express app's cookie
+    /// settings are kept when the gate re-sends its cookie: what the record's `cookie` leaves
+    /// out was not set (as express-session reads it). Only a record without a `cookie` object
+    /// takes the gate's settings.
     pub fn cookie_attributes(&self, defaults: &CookieSettings, secure: bool) -> Attributes {
-        let c = self.cookie();
+        let Some(c) = self.cookie() else {
+            return Attributes {
+                path: defaults.path.clone(),
+                domain: defaults.domain.clone(),
+                http_only: defaults.http_only,
+                secure,
+                same_site: defaults.same_site.map(str::to_owned),
+                max_age: None,
+            };
+        };
+        let c = Some(c);
         let text = |k: &str| {
             c.and_then(|c| c.get(k))
                 .and_then(Value::as_str)
@@ -150,16 +274,16 @@ impl Session {
                 "lax" => Some("Lax".to_string()),
                 "strict" => Some("Strict".to_string()),
                 "none" => Some("None".to_string()),
-                _ => defaults.same_site.map(str::to_owned),
+                _ => None,
             },
             Some(Value::Bool(true)) => Some("Strict".to_string()),
-            Some(Value::Bool(false)) => None,
-            _ => defaults.same_site.map(str::to_owned),
+            _ => None,
         };
         Attributes {
-            path: text("path").unwrap_or_else(|| defaults.path.clone()),
-            domain: text("domain").or_else(|| defaults.domain.clone()),
-            http_only: flag("httpOnly").unwrap_or(defaults.http_only),
+            path: text("path").unwrap_or_else(|| "/".to_string()),
+            domain: text("domain"),
+            // express-session's default when a record does not say.
+            http_only: flag("httpOnly").unwrap_or(true),
             secure: flag("secure").unwrap_or(false) || secure,
             same_site,
             max_age: self
@@ -233,6 +357,24 @@ mod tests {
             ("/app", false, Some("Strict"))
         );
         assert_eq!(a.max_age, Some(Duration::from_millis(1500)));
+        let no_same_site =
+            Session::parse(r#"{"cookie":{"originalMaxAge":null,"httpOnly":true,"path":"/"}}"#)
+                .unwrap();
+        assert_eq!(
+            no_same_site
+                .cookie_attributes(&settings(None), false)
+                .same_site,
+            None,
+            "not set means not set"
+        );
+        let no_cookie = Session::parse(r#"{"user":"x"}"#).unwrap();
+        assert_eq!(
+            no_cookie
+                .cookie_attributes(&settings(None), false)
+                .same_site
+                .as_deref(),
+            Some("Lax")
+        );
         assert!(Session::parse("[1]").is_err());
         assert!(Session::parse("{broken").is_err());
     }

@@ -53,7 +53,7 @@ impl Config {
             "  rolling {}, touch {}, TTL without max-age {}",
             s.rolling,
             s.touch,
-            humantime::format_duration(s.default_ttl)
+            humantime::format_duration(s.idle_timeout)
         );
         match &self.store {
             StoreSettings::Memory => {

@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub redis: RedisSection,
     #[serde(default)]
     pub identity: IdentitySection,
+    pub admin: Option<AdminSection>,
     #[serde(default)]
     pub upstream: Vec<Spanned<UpstreamSection>>,
     #[serde(default)]
@@ -109,9 +110,32 @@ pub struct SessionSection {
     /// express-session with `resave: false` and connect-redis do (their `disableTouch` is `touch = false`).
     #[serde(default = "yes")]
     pub touch: bool,
-    /// TTL of sessions whose cookie has no max-age (connect-redis `ttl`).
+    /// How long a session lives without requests when its cookie has no max-age (connect-redis
+    /// `ttl`). A cookie max-age is the idle timeout of its sessions, as in express-session.
     #[serde(default = "default_ttl", with = "humantime_serde")]
-    pub default_ttl: Duration,
+    pub idle_timeout: Duration,
+    /// Ends a session this long after it was created, however active it is.
+    #[serde(default, with = "humantime_serde")]
+    pub absolute_timeout: Option<Duration>,
+    /// Push a session's TTL forward only when it has fallen by more than this since the last
+    /// push. Defaults to 0 (every request, as express-session) without the local cache and
+    /// to 1 minute with it, because every TTL change invalidates cached copies.
+    #[serde(default, with = "humantime_serde")]
+    pub touch_interval: Option<Duration>,
+    /// The longest life an upstream may ask for with `X-Session-Max-Age` (remember me).
+    #[serde(default = "default_remember_max", with = "humantime_serde")]
+    pub remember_max: Duration,
+    /// Top-level session field that names the user, for the per-user index behind "log out
+    /// everywhere" and the admin API.
+    #[serde(default = "default_user_field")]
+    pub user_field: String,
+    /// Key prefix of the per-user session indexes in the store.
+    #[serde(default = "default_index_prefix")]
+    pub index_prefix: String,
+    /// Record the client's user agent and IP address in the session at login, for the admin
+    /// API's session list.
+    #[serde(default = "yes")]
+    pub record_client: bool,
     /// A POST to this path is answered by the gate: the session is destroyed, the cookie expired.
     pub logout_path: Option<Spanned<String>>,
     /// Where the logout answer redirects (303); without it the answer is 204.
@@ -121,6 +145,18 @@ pub struct SessionSection {
     pub return_param: String,
     #[serde(default)]
     pub cookie: CookieSection,
+    /// Accept the signed session token from a request header too, for clients without cookies.
+    pub token: Option<TokenSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    /// The request header that carries `<scheme> <token>`.
+    #[serde(default = "default_token_header")]
+    pub header: Spanned<String>,
+    #[serde(default = "default_token_scheme")]
+    pub scheme: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -200,6 +236,16 @@ impl Default for RedisSection {
     }
 }
 
+/// The admin API: its own listener, never the public one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default = "default_admin_listen")]
+    pub listen: Spanned<String>,
+    /// `env:NAME` or `file:/path` (or the token itself); requests need `Authorization: Bearer <token>`.
+    pub token: Spanned<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentitySection {
@@ -266,6 +312,24 @@ fn default_prefix() -> String {
 }
 fn default_ttl() -> Duration {
     DEFAULT_TTL
+}
+fn default_remember_max() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_user_field() -> String {
+    "user".into()
+}
+fn default_index_prefix() -> String {
+    "sessidx:".into()
+}
+fn default_token_header() -> Spanned<String> {
+    Spanned::new(0..0, "authorization".into())
+}
+fn default_token_scheme() -> String {
+    "Session".into()
+}
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".into())
 }
 fn default_return_param() -> String {
     "return_to".into()

@@ -27,6 +27,7 @@ pub struct Config {
     pub identity: IdentitySettings,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
+    pub admin: Option<AdminSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +45,14 @@ pub struct SessionSettings {
     pub prefix: String,
     pub rolling: bool,
     pub touch: bool,
-    pub default_ttl: Duration,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Option<Duration>,
+    pub touch_interval: Duration,
+    pub remember_max: Duration,
+    pub user_field: String,
+    pub index_prefix: String,
+    pub record_client: bool,
+    pub token: Option<TokenSettings>,
     pub logout_path: Option<String>,
     pub logout_redirect: Option<String>,
     pub return_param: String,
@@ -62,10 +70,31 @@ impl std::fmt::Debug for SessionSettings {
             .field("prefix", &self.prefix)
             .field("rolling", &self.rolling)
             .field("touch", &self.touch)
-            .field("default_ttl", &self.default_ttl)
+            .field("idle_timeout", &self.idle_timeout)
             .field("logout_path", &self.logout_path)
             .field("cookie", &self.cookie)
             .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub header: HeaderName,
+    /// Compared case-insensitively, followed by one space.
+    pub scheme: String,
+}
+
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub listen: String,
+    pub token: Vec<u8>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
     }
 }
 
@@ -296,6 +325,28 @@ pub(super) fn validate(
     let identity = validate_identity(&f.identity, src)?;
     let upstreams = validate_upstreams(&f.upstream, src)?;
     let routes = validate_routes(&f.route, &upstreams, src)?;
+    let admin = match &f.admin {
+        None => None,
+        Some(a) => {
+            let listen = parse_listen(src, "admin.listen", &a.listen)?;
+            if listen
+                .parse::<SocketAddr>()
+                .is_ok_and(|l| listen_overlaps(&l, &config_listeners(s)))
+            {
+                return Err(src.err(
+                    "admin.listen",
+                    a.listen.span(),
+                    "the admin API needs a listener of its own",
+                ));
+            }
+            let token = resolve_secret(a.token.get_ref(), env)
+                .map_err(|m| src.err("admin.token", a.token.span(), m))?;
+            if token.len() < 16 {
+                return Err(src.err("admin.token", a.token.span(), "use at least 16 characters"));
+            }
+            Some(AdminSettings { listen, token })
+        }
+    };
 
     Ok(Config {
         listen,
@@ -309,6 +360,23 @@ pub(super) fn validate(
         identity,
         upstreams,
         routes,
+        admin,
+    })
+}
+
+fn config_listeners(s: &file::ServerSection) -> Vec<SocketAddr> {
+    let tls = s.tls.iter().flat_map(|t| t.listen.iter());
+    s.listen
+        .iter()
+        .chain(tls)
+        .filter_map(|a| a.get_ref().parse().ok())
+        .collect()
+}
+
+fn listen_overlaps(a: &SocketAddr, others: &[SocketAddr]) -> bool {
+    others.iter().any(|o| {
+        o.port() == a.port()
+            && (o.ip() == a.ip() || o.ip().is_unspecified() || a.ip().is_unspecified())
     })
 }
 
@@ -367,9 +435,62 @@ fn validate_session(
         }
         secrets.push(secret);
     }
-    if s.default_ttl < Duration::from_secs(1) {
-        return Err(src.err("session.default_ttl", 0..0, "must be at least 1s"));
+    if s.idle_timeout < Duration::from_secs(1) {
+        return Err(src.err("session.idle_timeout", 0..0, "must be at least 1s"));
     }
+    if s.absolute_timeout
+        .is_some_and(|a| a < Duration::from_secs(1))
+    {
+        return Err(src.err("session.absolute_timeout", 0..0, "must be at least 1s"));
+    }
+    if s.remember_max < Duration::from_secs(1) {
+        return Err(src.err("session.remember_max", 0..0, "must be at least 1s"));
+    }
+    if s.user_field.is_empty()
+        || s.user_field == "cookie"
+        || s.user_field == crate::session::META_FIELD
+    {
+        return Err(src.err(
+            "session.user_field",
+            0..0,
+            "name a top-level field of the session, like \"user\"",
+        ));
+    }
+    if s.index_prefix.is_empty()
+        || s.index_prefix.starts_with(&s.prefix)
+        || s.prefix.starts_with(&s.index_prefix)
+    {
+        return Err(src.err(
+            "session.index_prefix",
+            0..0,
+            "must differ from session.prefix without either being a prefix of the other, so indexes never look like sessions",
+        ));
+    }
+    let token = match &s.token {
+        None => None,
+        Some(t) => {
+            let header = HeaderName::from_bytes(t.header.get_ref().as_bytes()).map_err(|_| {
+                src.err("session.token.header", t.header.span(), "not a header name")
+            })?;
+            if matches!(header.as_str(), "cookie" | "host")
+                || crate::identity::is_internal(header.as_str())
+            {
+                return Err(src.err("session.token.header", t.header.span(), "reserved header"));
+            }
+            if t.scheme.is_empty()
+                || !t
+                    .scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(src.err("session.token.scheme", 0..0, "a word like \"Session\""));
+            }
+            Some(TokenSettings {
+                header,
+                scheme: t.scheme.clone(),
+            })
+        }
+    };
     let logout_path = match &s.logout_path {
         None => None,
         Some(p) => {
@@ -449,7 +570,15 @@ fn validate_session(
         prefix: s.prefix.clone(),
         rolling: s.rolling,
         touch: s.touch,
-        default_ttl: s.default_ttl,
+        idle_timeout: s.idle_timeout,
+        absolute_timeout: s.absolute_timeout,
+        // Resolved against the cache settings by `validate`.
+        touch_interval: s.touch_interval.unwrap_or_default(),
+        remember_max: s.remember_max,
+        user_field: s.user_field.clone(),
+        index_prefix: s.index_prefix.clone(),
+        record_client: s.record_client,
+        token,
         logout_path,
         logout_redirect,
         return_param: s.return_param.clone(),

@@ -1,15 +1,16 @@
-//! The embedded store: a single gate needs no Redis. Expiry follows the same TTL rules.
+//! The embedded store: a single gate needs no Redis. Expiry, touches, indexes and atomic
+//! updates follow the same rules as the Redis store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 // Tokio's clock, so that tests can pause and advance time.
 use tokio::time::Instant;
 
-use async_trait::async_trait;
-
-use super::{SessionStore, StoreError};
+use super::{Rewrite, SessionStore, StoreError, StoredSession};
+use crate::session::{ExpiryPolicy, Session};
 
 /// Expired records are also dropped in bulk this often, so that sessions nobody asks for
 /// again do not hold memory until restart.
@@ -18,39 +19,78 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 struct Entry {
     json: String,
     expires: Instant,
+    user: Option<String>,
 }
 
+#[derive(Default)]
 struct Inner {
     map: HashMap<String, Entry>,
-    last_sweep: Instant,
+    /// user -> session ids: the index behind "log out everywhere".
+    users: HashMap<String, HashSet<String>>,
+    last_sweep: Option<Instant>,
 }
 
+impl Inner {
+    fn remove(&mut self, sid: &str) -> Option<Entry> {
+        let e = self.map.remove(sid)?;
+        if let Some(u) = &e.user {
+            if let Some(set) = self.users.get_mut(u) {
+                set.remove(sid);
+                if set.is_empty() {
+                    self.users.remove(u);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    fn insert(&mut self, sid: &str, entry: Entry) {
+        self.remove(sid);
+        if let Some(u) = &entry.user {
+            self.users
+                .entry(u.clone())
+                .or_default()
+                .insert(sid.to_owned());
+        }
+        self.map.insert(sid.to_owned(), entry);
+    }
+
+    /// The live entry for `sid`; an expired one is removed on the way.
+    fn live(&mut self, sid: &str, now: Instant) -> Option<&mut Entry> {
+        if self.map.get(sid).is_some_and(|e| e.expires <= now) {
+            self.remove(sid);
+        }
+        self.map.get_mut(sid)
+    }
+}
+
+#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl MemoryStore {
     pub fn new() -> Self {
-        Self {
-            inner: Mutex::new(Inner {
-                map: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
-        }
+        Self::default()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner, Instant) -> T) -> T {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if now.duration_since(inner.last_sweep) >= SWEEP_EVERY {
-            inner.map.retain(|_, e| e.expires > now);
-            inner.last_sweep = now;
+        if inner
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
+        {
+            let dead: Vec<String> = inner
+                .map
+                .iter()
+                .filter(|(_, e)| e.expires <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for sid in dead {
+                inner.remove(&sid);
+            }
+            inner.last_sweep = Some(now);
         }
         f(&mut inner, now)
     }
@@ -67,47 +107,120 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn load(&self, sid: &str, touch: Option<Duration>) -> Result<Option<String>, StoreError> {
-        Ok(self.with(|inner, now| match inner.map.get_mut(sid) {
-            Some(e) if e.expires > now => {
-                if let Some(ttl) = touch {
-                    e.expires = now + ttl;
+    async fn load(
+        &self,
+        sid: &str,
+        touch: Option<&ExpiryPolicy>,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self.with(|inner, now| {
+            let e = inner.live(sid, now)?;
+            let Some(policy) = touch else {
+                return Some(e.json.clone());
+            };
+            let Ok(record) = Session::parse(&e.json) else {
+                // Unreadable: the caller reports it; nothing to touch.
+                return Some(e.json.clone());
+            };
+            match record.touch_ttl(policy, SystemTime::now()) {
+                None => {
+                    inner.remove(sid);
+                    None
                 }
-                Some(e.json.clone())
+                Some(ttl) => {
+                    let remaining = e.expires.saturating_duration_since(now);
+                    if remaining + policy.touch_interval <= ttl {
+                        e.expires = now + ttl;
+                    }
+                    Some(e.json.clone())
+                }
             }
-            Some(_) => {
-                inner.map.remove(sid);
-                None
-            }
-            None => None,
         }))
     }
 
-    async fn expire(&self, sid: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn save(
+        &self,
+        sid: &str,
+        json: &str,
+        ttl: Duration,
+        user: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.with(|inner, now| {
-            if let Some(e) = inner.map.get_mut(sid).filter(|e| e.expires > now) {
-                e.expires = now + ttl;
-            }
-        });
-        Ok(())
-    }
-
-    async fn save(&self, sid: &str, json: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.with(|inner, now| {
-            inner.map.insert(
-                sid.to_owned(),
+            inner.insert(
+                sid,
                 Entry {
                     json: json.to_owned(),
                     expires: now + ttl,
+                    user: user.map(str::to_owned),
                 },
             )
         });
         Ok(())
     }
 
-    async fn destroy(&self, sid: &str) -> Result<(), StoreError> {
-        self.with(|inner, _| inner.map.remove(sid));
+    async fn destroy(&self, sid: &str, _user: Option<&str>) -> Result<(), StoreError> {
+        self.with(|inner, _| inner.remove(sid));
         Ok(())
+    }
+
+    async fn update(&self, sid: &str, f: Rewrite<'_>) -> Result<Option<String>, StoreError> {
+        Ok(self.with(|inner, now| {
+            let e = inner.live(sid, now)?;
+            let new = f(&e.json)?;
+            e.json = new.clone();
+            Some(new)
+        }))
+    }
+
+    async fn rename(&self, old: &str, new: &str, user: Option<&str>) -> Result<bool, StoreError> {
+        Ok(self.with(|inner, now| {
+            if inner.live(old, now).is_none() {
+                return false;
+            }
+            let mut e = inner.remove(old).expect("live");
+            if e.user.is_none() {
+                e.user = user.map(str::to_owned);
+            }
+            inner.insert(new, e);
+            true
+        }))
+    }
+
+    async fn user_sessions(&self, user: &str) -> Result<Vec<StoredSession>, StoreError> {
+        Ok(self.with(|inner, now| {
+            let ids: Vec<String> = inner
+                .users
+                .get(user)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            ids.into_iter()
+                .filter_map(|sid| {
+                    let e = inner.live(&sid, now)?;
+                    Some(StoredSession {
+                        json: e.json.clone(),
+                        ttl: Some(e.expires.saturating_duration_since(now)),
+                        sid,
+                    })
+                })
+                .collect()
+        }))
+    }
+
+    async fn revoke_user(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.with(|inner, _| {
+            let ids: Vec<String> = inner
+                .users
+                .remove(user)
+                .map(|s| s.into_iter().collect())
+                .unwrap_or_default();
+            for sid in &ids {
+                inner.map.remove(sid);
+            }
+            ids
+        }))
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        Ok(self.len())
     }
 
     fn describe(&self) -> String {
@@ -119,19 +232,25 @@ impl SessionStore for MemoryStore {
 mod tests {
     use super::*;
 
+    fn policy(interval: u64) -> ExpiryPolicy {
+        ExpiryPolicy {
+            idle_timeout: Duration::from_secs(80),
+            absolute_timeout: None,
+            touch_interval: Duration::from_secs(interval),
+            user_field: "user".into(),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn records_expire_and_touch_extends_them() {
         let store = MemoryStore::new();
         store
-            .save("a", "{}", Duration::from_secs(80))
+            .save("a", "{}", Duration::from_secs(80), None)
             .await
             .unwrap();
         assert_eq!(store.load("a", None).await.unwrap().as_deref(), Some("{}"));
         tokio::time::advance(Duration::from_secs(50)).await;
-        store
-            .load("a", Some(Duration::from_secs(80)))
-            .await
-            .unwrap();
+        store.load("a", Some(&policy(0))).await.unwrap();
         tokio::time::advance(Duration::from_secs(50)).await;
         assert!(
             store.load("a", None).await.unwrap().is_some(),
@@ -139,11 +258,56 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(store.load("a", None).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn touches_are_throttled() {
+        let store = MemoryStore::new();
         store
-            .save("b", "{}", Duration::from_secs(60))
+            .save("a", "{}", Duration::from_secs(80), None)
             .await
             .unwrap();
-        store.destroy("b").await.unwrap();
-        assert!(store.is_empty());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        store.load("a", Some(&policy(30))).await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(
+            store.load("a", None).await.unwrap(),
+            None,
+            "a 20 s drop is under the 30 s interval: no touch"
+        );
+    }
+
+    #[tokio::test]
+    async fn indexes_follow_sessions() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_secs(60);
+        store
+            .save("a", r#"{"user":"u"}"#, ttl, Some("u"))
+            .await
+            .unwrap();
+        store
+            .save("b", r#"{"user":"u"}"#, ttl, Some("u"))
+            .await
+            .unwrap();
+        store
+            .save("c", r#"{"user":"v"}"#, ttl, Some("v"))
+            .await
+            .unwrap();
+        assert_eq!(store.user_sessions("u").await.unwrap().len(), 2);
+        assert!(store.rename("a", "a2", Some("u")).await.unwrap());
+        assert!(!store.rename("a", "a3", Some("u")).await.unwrap());
+        let mut ids = store.revoke_user("u").await.unwrap();
+        ids.sort();
+        assert_eq!(ids, ["a2", "b"]);
+        assert_eq!(store.count().await.unwrap(), 1);
+        let updated = store
+            .update("c", &|j| Some(j.replace('v', "w")))
+            .await
+            .unwrap();
+        assert_eq!(updated.as_deref(), Some(r#"{"user":"w"}"#));
+        assert_eq!(
+            store.update("zz", &|j| Some(j.to_owned())).await.unwrap(),
+            None
+        );
     }
 }

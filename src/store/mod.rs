@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::session::ExpiryPolicy;
+
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 use crate::config::StoreSettings;
@@ -24,23 +26,62 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// A session as listed for its user.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    pub sid: String,
+    pub json: String,
+    /// Time left before the store drops it.
+    pub ttl: Option<Duration>,
+}
+
+/// Rewrites a record inside [`SessionStore::update`]; `None` leaves it as it is.
+pub type Rewrite<'a> = &'a (dyn Fn(&str) -> Option<String> + Send + Sync);
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// The record for `sid`, with its TTL reset to `touch` in the same round trip when given.
-    async fn load(&self, sid: &str, touch: Option<Duration>) -> Result<Option<String>, StoreError>;
-    /// Resets the TTL of an existing record; a missing record stays missing.
-    async fn expire(&self, sid: &str, ttl: Duration) -> Result<(), StoreError>;
-    /// Writes the record with a TTL.
-    async fn save(&self, sid: &str, json: &str, ttl: Duration) -> Result<(), StoreError>;
-    async fn destroy(&self, sid: &str) -> Result<(), StoreError>;
+    /// The record for `sid`. With a policy, its TTL is pushed forward in the same round trip
+    /// (when it has fallen by more than the policy's interval), and a session past its
+    /// absolute timeout is deleted and reported missing.
+    async fn load(
+        &self,
+        sid: &str,
+        touch: Option<&ExpiryPolicy>,
+    ) -> Result<Option<String>, StoreError>;
+    /// Writes a new record with a TTL and adds it to its user's index.
+    async fn save(
+        &self,
+        sid: &str,
+        json: &str,
+        ttl: Duration,
+        user: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn destroy(&self, sid: &str, user: Option<&str>) -> Result<(), StoreError>;
+    /// Read-modify-write of one record, atomic against concurrent writers, keeping its TTL.
+    /// Returns the record written, or `None` when the session is gone or `f` declined.
+    async fn update(&self, sid: &str, f: Rewrite<'_>) -> Result<Option<String>, StoreError>;
+    /// Moves a session to a new id, keeping its data and TTL; `false` when it is gone.
+    async fn rename(&self, old: &str, new: &str, user: Option<&str>) -> Result<bool, StoreError>;
+    /// The user's live sessions (the index is pruned of dead ones on the way).
+    async fn user_sessions(&self, user: &str) -> Result<Vec<StoredSession>, StoreError>;
+    /// Deletes every session of the user at once; returns their ids.
+    async fn revoke_user(&self, user: &str) -> Result<Vec<String>, StoreError>;
+    /// Live sessions in the store.
+    async fn count(&self) -> Result<usize, StoreError>;
     /// A short name for logs and `check`.
     fn describe(&self) -> String;
 }
 
-pub fn from_settings(settings: &StoreSettings, prefix: &str) -> Arc<dyn SessionStore> {
+/// The store the settings describe. `prefix` names session keys, `index_prefix` the per-user
+/// indexes.
+pub fn from_settings(
+    settings: &StoreSettings,
+    prefix: &str,
+    index_prefix: &str,
+) -> Arc<dyn SessionStore> {
     match settings {
         StoreSettings::Memory => Arc::new(MemoryStore::new()),
-        StoreSettings::Redis(r) => Arc::new(RedisStore::new(r, prefix)),
+        StoreSettings::Redis(r) => Arc::new(RedisStore::new(r, prefix, index_prefix)),
     }
 }
 

@@ -1,39 +1,133 @@
-//! Sessions in Redis, in connect-redis's layout: `SET <prefix><sid> <json> EX <ttl>`, touched
-//! with `EXPIRE`, read and touched in one round trip with `GETEX` (Redis 6.2+).
+//! Sessions in Redis, in connect-redis's layout: `SET <prefix><sid> <json> EX <ttl>`. A read
+//! and its touch are one round trip (a Lua script that also applies the absolute timeout and
+//! keeps the user's index alive). Needs Redis 7.0 or newer (`EXPIRE … NX/GT`).
 //!
 //! The connection is a multiplexed [`ConnectionManager`], made on first use so that it lives
-//! on the proxy's own runtime; it reconnects by itself after Redis comes back. Every command
-//! is bounded by the configured timeout, so an unreachable Redis costs a request at most that.
-//! Cluster and Sentinel fit behind the same trait as further connection kinds.
+//! on the runtime of the service using it; it reconnects by itself after Redis comes back.
+//! Every command is bounded by the configured timeout. Updates use WATCH/MULTI on a
+//! connection of their own, since a multiplexed connection cannot hold a WATCH.
+//!
+//! Per-user indexes are sorted sets `<index_prefix><user>` of session ids scored by creation
+//! time. Their TTL only grows and is pushed with every touch of any of the user's sessions,
+//! so an index outlives its sessions and then expires: nothing leaks.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd};
+use redis::{Client, Cmd, Script};
 
-use super::{SessionStore, StoreError};
+use super::{Rewrite, SessionStore, StoreError, StoredSession};
 use crate::config::runtime::redact_url;
 use crate::config::RedisSettings;
+use crate::session::{epoch_ms, ExpiryPolicy};
+
+/// GET, and with a policy: the session's own TTL (cookie.originalMaxAge or the idle
+/// timeout), cut by the absolute deadline (expired: DEL, nil); EXPIRE when the TTL has
+/// fallen by more than the interval, and the user's index with it.
+const LOAD_TOUCH: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v or ARGV[1] == '' then return v end
+local ok, s = pcall(cjson.decode, v)
+if not ok or type(s) ~= 'table' then return v end
+local ttl = tonumber(ARGV[1])
+local c = s['cookie']
+if type(c) == 'table' and type(c['originalMaxAge']) == 'number' and c['originalMaxAge'] > 0 then
+  ttl = math.ceil(c['originalMaxAge'] / 1000)
+end
+local user = s[ARGV[5]]
+local idx = nil
+if type(user) == 'string' or type(user) == 'number' then idx = ARGV[6] .. tostring(user) end
+local abs = tonumber(ARGV[3])
+local meta = s['sessiongate']
+if abs > 0 and type(meta) == 'table' and type(meta['created']) == 'number' then
+  local left = math.floor((meta['created'] + abs * 1000 - tonumber(ARGV[4])) / 1000)
+  if left < 1 then
+    redis.call('DEL', KEYS[1])
+    if idx then redis.call('ZREM', idx, ARGV[7]) end
+    return false
+  end
+  if left < ttl then ttl = left end
+end
+local remaining = redis.call('TTL', KEYS[1])
+if remaining >= 0 and remaining + tonumber(ARGV[2]) > ttl then return v end
+redis.call('EXPIRE', KEYS[1], ttl)
+if idx then
+  redis.call('EXPIRE', idx, ttl, 'NX')
+  redis.call('EXPIRE', idx, ttl, 'GT')
+end
+return v
+"#;
+
+/// SET a new session and add it to its user's index (KEYS[2], optional).
+const SAVE: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[2], 'NX')
+  redis.call('EXPIRE', KEYS[2], ARGV[2], 'GT')
+end
+return 1
+"#;
+
+/// RENAME a session to a new id and move it in its user's index (KEYS[3], optional).
+const RENAME: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+if KEYS[3] then
+  local score = redis.call('ZSCORE', KEYS[3], ARGV[1]) or ARGV[3]
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[3], score, ARGV[2])
+end
+return 1
+"#;
+
+/// Delete every session in a user's index, and the index.
+const REVOKE_USER: &str = r#"
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do redis.call('DEL', ARGV[1] .. id) end
+redis.call('DEL', KEYS[1])
+return ids
+"#;
+
+/// How often an update retries when another gate changed the record under it.
+const UPDATE_ATTEMPTS: usize = 16;
+/// Updates of one session within this process take turns on one of these locks (by a hash
+/// of the id), so that WATCH only ever races other processes, not this one's own requests.
+const UPDATE_LOCKS: usize = 64;
 
 pub struct RedisStore {
     client: Client,
     url: String,
     conn: OnceLock<Result<ConnectionManager, String>>,
     prefix: String,
+    index_prefix: String,
     timeout: Duration,
+    load_touch: Script,
+    save: Script,
+    rename: Script,
+    revoke_user: Script,
+    update_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl RedisStore {
-    /// `settings.url` was validated with the config.
-    pub fn new(settings: &RedisSettings, prefix: &str) -> Self {
+    /// `settings` were validated with the config.
+    pub fn new(settings: &RedisSettings, prefix: &str, index_prefix: &str) -> Self {
         Self {
             client: settings.client().expect("validated with the config"),
             url: redact_url(&settings.url),
             conn: OnceLock::new(),
             prefix: prefix.to_owned(),
+            index_prefix: index_prefix.to_owned(),
             timeout: settings.timeout,
+            load_touch: Script::new(LOAD_TOUCH),
+            save: Script::new(SAVE),
+            rename: Script::new(RENAME),
+            revoke_user: Script::new(REVOKE_USER),
+            update_locks: (0..UPDATE_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -53,19 +147,61 @@ impl RedisStore {
     }
 
     fn key(&self, sid: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + sid.len());
-        k.push_str(&self.prefix);
-        k.push_str(sid);
-        k
+        format!("{}{sid}", self.prefix)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, StoreError> {
-        let mut conn = self.connection()?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+    fn index(&self, user: &str) -> String {
+        format!("{}{user}", self.index_prefix)
+    }
+
+    /// Bounds a store operation by the timeout and maps its errors.
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, StoreError> {
+        let mut conn = self.connection()?;
+        self.bounded(async move { cmd.query_async::<T>(&mut conn).await })
+            .await
+    }
+
+    async fn update_once(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        key: &str,
+        f: Rewrite<'_>,
+    ) -> redis::RedisResult<Option<Option<String>>> {
+        redis::cmd("WATCH").arg(key).query_async::<()>(conn).await?;
+        let Some(old) = redis::cmd("GET")
+            .arg(key)
+            .query_async::<Option<String>>(conn)
+            .await?
+        else {
+            redis::cmd("UNWATCH").query_async::<()>(conn).await?;
+            return Ok(Some(None));
+        };
+        let Some(new) = f(&old) else {
+            redis::cmd("UNWATCH").query_async::<()>(conn).await?;
+            return Ok(Some(None));
+        };
+        let done: Option<()> = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(key)
+            .arg(&new)
+            .arg("KEEPTTL")
+            .ignore()
+            .query_async(conn)
+            .await?;
+        // A nil EXEC means another writer got there first: try again on the new record.
+        Ok(done.map(|_| Some(new)))
     }
 }
 
@@ -76,46 +212,181 @@ fn secs(d: Duration) -> u64 {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn load(&self, sid: &str, touch: Option<Duration>) -> Result<Option<String>, StoreError> {
-        let key = self.key(sid);
-        let cmd = match touch {
-            Some(ttl) => redis::cmd("GETEX")
-                .arg(key)
-                .arg("EX")
-                .arg(secs(ttl))
-                .to_owned(),
-            None => redis::cmd("GET").arg(key).to_owned(),
+    async fn load(
+        &self,
+        sid: &str,
+        touch: Option<&ExpiryPolicy>,
+    ) -> Result<Option<String>, StoreError> {
+        let mut inv = self.load_touch.key(self.key(sid));
+        match touch {
+            None => inv.arg(""),
+            Some(p) => inv
+                .arg(secs(p.idle_timeout))
+                .arg(p.touch_interval.as_secs())
+                .arg(p.absolute_timeout.map_or(0, |a| a.as_secs()))
+                .arg(epoch_ms(SystemTime::now()))
+                .arg(&p.user_field)
+                .arg(&self.index_prefix)
+                .arg(sid),
         };
-        self.run(cmd).await
+        let mut conn = self.connection()?;
+        self.bounded(async move { inv.invoke_async::<Option<String>>(&mut conn).await })
+            .await
     }
 
-    async fn expire(&self, sid: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.run::<i64>(
-            redis::cmd("EXPIRE")
-                .arg(self.key(sid))
-                .arg(secs(ttl))
-                .to_owned(),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn save(&self, sid: &str, json: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.run::<()>(
-            redis::cmd("SET")
-                .arg(self.key(sid))
-                .arg(json)
-                .arg("EX")
-                .arg(secs(ttl))
-                .to_owned(),
-        )
-        .await
-    }
-
-    async fn destroy(&self, sid: &str) -> Result<(), StoreError> {
-        self.run::<i64>(redis::cmd("DEL").arg(self.key(sid)).to_owned())
+    async fn save(
+        &self,
+        sid: &str,
+        json: &str,
+        ttl: Duration,
+        user: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut inv = self.save.key(self.key(sid));
+        if let Some(u) = user {
+            inv.key(self.index(u));
+        }
+        inv.arg(json)
+            .arg(secs(ttl))
+            .arg(epoch_ms(SystemTime::now()))
+            .arg(sid);
+        let mut conn = self.connection()?;
+        self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
             .await
             .map(drop)
+    }
+
+    async fn destroy(&self, sid: &str, user: Option<&str>) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(self.key(sid)).ignore();
+        if let Some(u) = user {
+            pipe.cmd("ZREM").arg(self.index(u)).arg(sid).ignore();
+        }
+        let mut conn = self.connection()?;
+        self.bounded(async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    async fn update(&self, sid: &str, f: Rewrite<'_>) -> Result<Option<String>, StoreError> {
+        let key = self.key(sid);
+        let stripe = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            sid.hash(&mut h);
+            h.finish() as usize % UPDATE_LOCKS
+        };
+        let _turn = self.update_locks[stripe].lock().await;
+        let work = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            for _ in 0..UPDATE_ATTEMPTS {
+                if let Some(outcome) = self.update_once(&mut conn, &key, f).await? {
+                    return Ok(outcome);
+                }
+            }
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "too many concurrent writers",
+            )))
+        };
+        self.bounded(work).await
+    }
+
+    async fn rename(&self, old: &str, new: &str, user: Option<&str>) -> Result<bool, StoreError> {
+        let mut inv = self.rename.key(self.key(old));
+        inv.key(self.key(new));
+        if let Some(u) = user {
+            inv.key(self.index(u));
+        }
+        inv.arg(old).arg(new).arg(epoch_ms(SystemTime::now()));
+        let mut conn = self.connection()?;
+        self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
+            .await
+            .map(|n| n == 1)
+    }
+
+    async fn user_sessions(&self, user: &str) -> Result<Vec<StoredSession>, StoreError> {
+        let index = self.index(user);
+        let ids: Vec<String> = self
+            .run(redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).to_owned())
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for sid in &ids {
+            pipe.cmd("GET")
+                .arg(self.key(sid))
+                .cmd("PTTL")
+                .arg(self.key(sid));
+        }
+        let mut conn = self.connection()?;
+        let rows: Vec<(Option<String>, i64)> = {
+            let flat: Vec<redis::Value> = self
+                .bounded(async move { pipe.query_async(&mut conn).await })
+                .await?;
+            flat.chunks(2)
+                .map(|c| {
+                    let json =
+                        redis::from_redis_value::<Option<String>>(c[0].clone()).unwrap_or(None);
+                    let ttl = redis::from_redis_value::<i64>(c[1].clone()).unwrap_or(-2);
+                    (json, ttl)
+                })
+                .collect()
+        };
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for (sid, (json, ttl)) in ids.into_iter().zip(rows) {
+            match json {
+                Some(json) => live.push(StoredSession {
+                    sid,
+                    json,
+                    ttl: (ttl >= 0).then(|| Duration::from_millis(ttl as u64)),
+                }),
+                None => dead.push(sid),
+            }
+        }
+        if !dead.is_empty() {
+            self.run::<i64>(redis::cmd("ZREM").arg(&index).arg(&dead).to_owned())
+                .await?;
+        }
+        Ok(live)
+    }
+
+    async fn revoke_user(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let mut inv = self.revoke_user.key(self.index(user));
+        inv.arg(&self.prefix);
+        let mut conn = self.connection()?;
+        self.bounded(async move { inv.invoke_async::<Vec<String>>(&mut conn).await })
+            .await
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        // connect-redis's `length`: SCAN over the prefix, as KEYS would block the server.
+        let pattern = format!("{}*", self.prefix.replace('*', "\\*").replace('?', "\\?"));
+        let mut conn = self.connection()?;
+        let work = async move {
+            let mut cursor = 0u64;
+            let mut n = 0usize;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await?;
+                n += keys.len();
+                if next == 0 {
+                    return Ok(n);
+                }
+                cursor = next;
+            }
+        };
+        // A count may scan a large keyspace: allow it more time than one request.
+        match tokio::time::timeout(self.timeout * 20, work).await {
+            Ok(r) => r.map_err(|e: redis::RedisError| StoreError::Backend(e.to_string())),
+            Err(_) => Err(StoreError::Timeout(self.timeout * 20)),
+        }
     }
 
     fn describe(&self) -> String {

@@ -24,7 +24,7 @@ fn the_shipped_config_is_valid() {
     let c = Config::parse(SHIPPED, "proxy.toml", &env).unwrap();
     assert_eq!(c.listen, ["127.0.0.1:8080"]);
     assert_eq!(c.session.secrets, [b"from the environment".to_vec()]);
-    assert_eq!(c.routes.len(), 4);
+    assert_eq!(c.routes.len(), 5);
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn defaults_fill_everything_else() {
     assert_eq!(c.session.cookie_name, "connect.sid");
     assert_eq!(c.session.prefix, "sess:");
     assert!(c.session.rolling);
-    assert_eq!(c.session.default_ttl.as_secs(), 86_400);
+    assert_eq!(c.session.idle_timeout.as_secs(), 86_400);
     assert!(matches!(
         c.store,
         sessiongate::config::StoreSettings::Memory

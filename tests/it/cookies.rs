@@ -47,9 +47,11 @@ async fn login_issues_a_cookie_an_express_verifier_accepts() {
     let keys: Vec<&String> = stored.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["cookie", "user", "roles"],
-        "cookie first, then the fields"
+        ["cookie", "user", "roles", "sessiongate"],
+        "cookie first, then the fields, then the gate's own"
     );
+    assert!(stored["sessiongate"]["created"].as_u64().is_some());
+    assert_eq!(stored["sessiongate"]["ip"], json!("127.0.0.1"));
     assert_eq!(stored["cookie"]["originalMaxAge"], json!(1_800_000));
     assert_eq!(stored["cookie"]["httpOnly"], json!(true));
     assert_eq!(stored["cookie"]["path"], json!("/"));

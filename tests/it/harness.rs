@@ -162,8 +162,8 @@ impl Drop for Redis {
 // Upstreams
 
 /// An HTTP server that answers every request with JSON describing what it received. Query
-/// parameters script its answer: `issue=<json>` (sent as `X-Session-Issue`), `destroy=1`,
-/// `set_cookie=<value>`.
+/// parameters script its answer: `issue=<json>` (sent as `X-Session-Issue`), `destroy=1|all`,
+/// `update=<json>`, `regenerate=1`, `max_age=<duration>`, `set_cookie=<value>`.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
@@ -251,8 +251,16 @@ async fn echo(
     if let Some(issue) = query.get("issue") {
         resp = resp.header("X-Session-Issue", issue.as_str());
     }
-    if query.contains_key("destroy") {
-        resp = resp.header("X-Session-Destroy", "1");
+    // The rest of the session directives, passed through as given.
+    for (param, header) in [
+        ("destroy", "X-Session-Destroy"),
+        ("update", "X-Session-Update"),
+        ("regenerate", "X-Session-Regenerate"),
+        ("max_age", "X-Session-Max-Age"),
+    ] {
+        if let Some(v) = query.get(param) {
+            resp = resp.header(header, v.as_str());
+        }
     }
     if let Some(c) = query.get("set_cookie") {
         resp = resp.header("set-cookie", c.as_str());
@@ -273,6 +281,8 @@ pub struct GateBuilder {
     identity: Vec<String>,
     upstreams: Vec<(String, Vec<SocketAddr>)>,
     routes: Vec<String>,
+    admin_token: Option<String>,
+    tail: Vec<String>,
 }
 
 impl GateBuilder {
@@ -289,6 +299,8 @@ impl GateBuilder {
             ],
             upstreams: vec![],
             routes: vec![],
+            admin_token: None,
+            tail: vec![],
         }
     }
 
@@ -299,6 +311,18 @@ impl GateBuilder {
 
     pub fn secrets(mut self, s: &[&str]) -> Self {
         self.secrets = s.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Whole tables appended to the file, like `[session.token]`.
+    pub fn table(mut self, text: &str) -> Self {
+        self.tail.push(text.into());
+        self
+    }
+
+    /// An admin API on a free port, with this bearer token.
+    pub fn admin(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.into());
         self
     }
 
@@ -328,6 +352,12 @@ impl GateBuilder {
     pub fn upstream(mut self, name: &str, servers: &[&Upstream]) -> Self {
         self.upstreams
             .push((name.into(), servers.iter().map(|u| u.addr).collect()));
+        self
+    }
+
+    /// An `[[upstream]]` of servers that are not [`Upstream`]s (child processes, say).
+    pub fn upstream_addrs(mut self, name: &str, servers: &[SocketAddr]) -> Self {
+        self.upstreams.push((name.into(), servers.to_vec()));
         self
     }
 
@@ -370,6 +400,15 @@ impl GateBuilder {
         for r in &self.routes {
             t += &format!("\n[[route]]\n{r}\n");
         }
+        for extra in &self.tail {
+            t += &format!("\n{extra}\n");
+        }
+        if let Some(token) = &self.admin_token {
+            t += &format!(
+                "\n[admin]\nlisten = \"{}\"\ntoken = \"{token}\"\n",
+                free_addr()
+            );
+        }
         t
     }
 
@@ -398,6 +437,10 @@ impl ShutdownSignalWatch for StopSignal {
 
 pub struct Gate {
     pub addr: SocketAddr,
+    /// The admin API's listener, when the config has one.
+    pub admin: Option<SocketAddr>,
+    /// `session.cookie_name`, which this gate's clients track.
+    pub cookie_name: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -405,6 +448,8 @@ pub struct Gate {
 impl Gate {
     pub fn run(config: sessiongate::Config, addr: SocketAddr) -> Gate {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let cookie_name = config.session.cookie_name.clone();
+        let admin: Option<SocketAddr> = config.admin.as_ref().map(|a| a.listen.parse().unwrap());
         let server = sessiongate::GateServer::new(config).expect("gate starts");
         let thread = std::thread::spawn(move || {
             server.run_until(Box::new(StopSignal(Mutex::new(Some(rx)))))
@@ -412,18 +457,22 @@ impl Gate {
         wait_for("the gate", Duration::from_secs(20), || {
             TcpStream::connect(addr).ok()
         });
+        if let Some(a) = admin {
+            wait_for("the admin API", Duration::from_secs(20), || {
+                TcpStream::connect(a).ok()
+            });
+        }
         Gate {
             addr,
+            admin,
+            cookie_name,
             stop: Some(tx),
             thread: Some(thread),
         }
     }
 
     pub fn client(&self) -> Client {
-        Client {
-            addr: self.addr,
-            cookie: None,
-        }
+        Client::new(self.addr, &self.cookie_name)
     }
 }
 
@@ -448,6 +497,8 @@ pub struct Client {
     pub addr: SocketAddr,
     /// `name=value` of the session cookie, as the gate last set it.
     pub cookie: Option<String>,
+    /// The name of the session cookie to keep (`connect.sid` unless the gate says otherwise).
+    pub cookie_name: String,
 }
 
 pub struct Response {
@@ -495,6 +546,15 @@ impl Response {
 }
 
 impl Client {
+    /// A client of `addr` with no cookie yet, keeping the session cookie called `cookie_name`.
+    pub fn new(addr: SocketAddr, cookie_name: &str) -> Self {
+        Client {
+            addr,
+            cookie: None,
+            cookie_name: cookie_name.into(),
+        }
+    }
+
     pub async fn get(&mut self, path: &str) -> Response {
         self.send("GET", path, &[]).await
     }
@@ -511,9 +571,9 @@ impl Client {
             h.push(("cookie", c));
         }
         let resp = raw(self.addr, method, path, &h).await;
-        if let Some(sc) = resp.set_cookie("connect.sid") {
+        if let Some(sc) = resp.set_cookie(&self.cookie_name) {
             let pair = sc.split(';').next().unwrap();
-            self.cookie = if pair == "connect.sid=" {
+            self.cookie = if pair.strip_suffix('=') == Some(self.cookie_name.as_str()) {
                 None
             } else {
                 Some(pair.to_string())

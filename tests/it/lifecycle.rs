@@ -175,3 +175,18 @@ async fn the_embedded_store_needs_no_redis_and_expires_sessions() {
     assert_eq!(r.status, 204);
     assert_eq!(c.get("/account/").await.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_expires_the_cookie_where_it_was_set() {
+    let redis = Redis::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(GateBuilder::new().redis(&redis), &[&app]).start();
+    let sid = "PathAppSession0123456789abcdefAB";
+    let record = json!({"cookie": {"originalMaxAge": null, "expires": null, "httpOnly": true, "path": "/app", "domain": "localhost"}, "user": "x"});
+    redis.set(&format!("sess:{sid}"), &record.to_string(), 600);
+    let pair = format!("connect.sid={}", express_sign(SECRET, sid));
+    let r = raw(gate.addr, "POST", "/logout", &[("cookie", &pair)]).await;
+    assert_eq!(r.status, 204);
+    let c = r.set_cookie("connect.sid").unwrap();
+    assert!(c.contains("Path=/app; Domain=localhost; Max-Age=0"), "{c}");
+}

@@ -1,4 +1,4 @@
-//! Rolling sessions: each authenticated request pushes the Redis TTL forward (GETEX, one
+//! Rolling sessions: each authenticated request pushes the Redis TTL forward (one Lua script, one
 //! round trip) and re-sends the cookie with a fresh expiry.
 
 use serde_json::json;

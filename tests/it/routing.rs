@@ -179,3 +179,27 @@ async fn no_route_is_404() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no_route");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_without_a_user_is_not_a_login() {
+    let redis = Redis::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(GateBuilder::new().redis(&redis), &[&app]).start();
+    // What an express app stores for an anonymous visitor (a cart, saveUninitialized).
+    let pair = plant_session(
+        &redis,
+        SECRET,
+        "AnonymousCart0123456789abcdefABC",
+        json!({"cart": [1, 2]}),
+        None,
+    );
+    assert_eq!(
+        raw(gate.addr, "GET", "/account/", &[("cookie", &pair)])
+            .await
+            .status,
+        401
+    );
+    let r = raw(gate.addr, "GET", "/maybe/", &[("cookie", &pair)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-user"), None);
+}
