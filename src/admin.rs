@@ -4,6 +4,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /sessions/count` | `{"count": n}` |
+//! | `GET /metrics` | Prometheus text: cache hits, misses, invalidations, store errors |
 //! | `GET /users/{user}/sessions` | `{"user": …, "sessions": [{id_prefix, created, last_seen, expires, user_agent, ip}]}` |
 //! | `DELETE /users/{user}/sessions` | `{"revoked": n}`: log the user out everywhere |
 //! | `DELETE /users/{user}/sessions/{id_prefix}` | `{"revoked": 1}`; 404 none, 409 ambiguous |
@@ -18,19 +19,24 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
 use crate::sessions::{RevokeError, Sessions};
 use crate::store::StoreError;
 
 pub struct AdminApi {
     sessions: Sessions,
+    metrics: Arc<Metrics>,
     /// SHA-256 of the token, so that the comparison takes the same time whatever its length.
     token_hash: [u8; 32],
 }
 
 impl AdminApi {
-    pub fn new(sessions: Sessions, token: &[u8]) -> Self {
+    pub fn new(sessions: Sessions, token: &[u8], metrics: Arc<Metrics>) -> Self {
         Self {
             sessions,
+            metrics,
             token_hash: Sha256::digest(token).into(),
         }
     }
@@ -111,11 +117,20 @@ fn store_failed(e: &StoreError) -> (StatusCode, Value) {
 impl ServeHttp for AdminApi {
     async fn response(&self, http: &mut ServerSession) -> Response<Vec<u8>> {
         let req = http.req_header();
-        let (status, body) = if !self.authorized(
+        let authorized = self.authorized(
             req.headers
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
-        ) {
+        );
+        if authorized && req.method == Method::GET && req.uri.path() == "/metrics" {
+            let body = self.metrics.render().into_bytes();
+            return Response::builder()
+                .header("content-type", "text/plain; version=0.0.4")
+                .header("content-length", body.len())
+                .body(body)
+                .expect("static headers are valid");
+        }
+        let (status, body) = if !authorized {
             (
                 StatusCode::UNAUTHORIZED,
                 json!({ "error": "unauthorized", "message": "a valid bearer token is required" }),

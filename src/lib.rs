@@ -15,6 +15,7 @@ pub mod config;
 pub mod cookie;
 pub mod identity;
 pub mod lifecycle;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod respond;

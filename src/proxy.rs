@@ -25,6 +25,7 @@ use crate::config::file::AuthMode;
 use crate::config::{Config, Secure};
 use crate::identity::Identity;
 use crate::lifecycle::{self, Destroy, Directives};
+use crate::metrics::Metrics;
 use crate::path::{normalize_path, NormalPath};
 use crate::respond::Reply;
 use crate::routes::{host_without_port, RouteTable};
@@ -38,6 +39,7 @@ pub struct Gate {
     pools: Vec<Pool>,
     sessions: Sessions,
     outage: OutageLog,
+    metrics: Arc<Metrics>,
     identity: Identity,
     trust_forwarded_proto: bool,
     retry_after_secs: String,
@@ -58,13 +60,19 @@ pub struct RequestCtx {
 }
 
 impl Gate {
-    pub fn new(config: Config, pools: Vec<Pool>, store: Arc<dyn SessionStore>) -> Self {
+    pub fn new(
+        config: Config,
+        pools: Vec<Pool>,
+        store: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             routes: RouteTable::new(config.routes, config.case_sensitive_paths),
             pools,
             retry_after_secs: config.store.retry_after().as_secs().max(1).to_string(),
             sessions: Sessions::new(config.session, store),
             outage: OutageLog::default(),
+            metrics,
             identity: Identity::new(&config.identity),
             trust_forwarded_proto: config.trust_forwarded_proto,
         }
@@ -478,6 +486,7 @@ impl Gate {
 
     async fn store_unavailable(&self, session: &mut Session, e: &StoreError) -> Result<bool> {
         self.outage.failed(e);
+        Metrics::inc(&self.metrics.store_errors);
         Reply::error(
             503,
             "store_unavailable",
@@ -491,6 +500,7 @@ impl Gate {
     /// A store failure in the response phase: the 503 is written by `fail_to_proxy`.
     fn store_error(&self, e: &StoreError) -> Box<Error> {
         self.outage.failed(e);
+        Metrics::inc(&self.metrics.store_errors);
         Error::explain(ErrorType::HTTPStatus(503), "session store unavailable")
     }
 

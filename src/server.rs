@@ -8,9 +8,10 @@ use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 
 use crate::admin::AdminApi;
 use crate::config::{Config, StoreSettings};
+use crate::metrics::Metrics;
 use crate::proxy::Gate;
 use crate::sessions::Sessions;
-use crate::store::{self, SessionStore};
+use crate::store;
 use crate::upstreams;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,16 +30,15 @@ pub struct GateServer {
 
 impl GateServer {
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let store = store::from_settings(
+        let metrics = Arc::new(Metrics::default());
+        // The proxy's store, with the local cache when configured.
+        let store = store::cached(
             &config.store,
             &config.session.prefix,
             &config.session.index_prefix,
+            config.cache.as_ref(),
+            metrics.clone(),
         );
-        Self::with_store(config, store)
-    }
-
-    /// The same, on a store the caller built.
-    pub fn with_store(config: Config, store: Arc<dyn SessionStore>) -> Result<Self, StartError> {
         let conf = ServerConf {
             threads: config.threads,
             // Pingora waits 300 s by default before it stops; operators and tests should not.
@@ -66,13 +66,18 @@ impl GateServer {
             let api = AdminApi::new(
                 Sessions::new(config.session.clone(), admin_store),
                 &admin.token,
+                metrics.clone(),
             );
             let mut service =
                 pingora::services::listening::Service::new("sessiongate admin".into(), api);
             service.add_tcp(&admin.listen);
             server.add_service(service);
         }
-        let gate = Gate::new(config, pools, store);
+        server.add_service(pingora::services::background::background_service(
+            "sessiongate store maintenance",
+            store::Maintenance(store.clone()),
+        ));
+        let gate = Gate::new(config, pools, store, metrics);
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             gate,

@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub identity: IdentitySection,
     pub admin: Option<AdminSection>,
     #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
     pub upstream: Vec<Spanned<UpstreamSection>>,
     #[serde(default)]
     pub route: Vec<Spanned<RouteSection>>,
@@ -235,6 +237,38 @@ impl Default for RedisSection {
         }
     }
 }
+
+/// The local session cache in front of Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// On by default with the Redis store; it only serves while Redis's invalidation stream
+    /// (client-side caching, `CLIENT TRACKING`) is connected.
+    pub enabled: bool,
+    /// Memory bound: the JSON of cached sessions plus a fixed overhead per entry.
+    pub max_bytes: u64,
+    /// The longest an entry is served without asking Redis, even with no invalidation.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: DEFAULT_CACHE_BYTES,
+            ttl: DEFAULT_CACHE_TTL,
+        }
+    }
+}
+
+/// 16 MiB: some 30 000 typical sessions.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// A safety net only: invalidations normally arrive within a millisecond.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
+/// With the cache on, TTL pushes are throttled to this, because each one invalidates every
+/// gate's copy of the session.
+pub const DEFAULT_CACHED_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The admin API: its own listener, never the public one.
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,14 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     pub admin: Option<AdminSettings>,
+    /// `None` when off, or when the store is the embedded one (which needs no cache).
+    pub cache: Option<CacheSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub max_bytes: u64,
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -134,10 +142,22 @@ pub struct RedisSettings {
 impl RedisSettings {
     /// A client for these settings: the URL, and the private CA when there is one.
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        self.client_with(redis::ProtocolVersion::RESP2)
+    }
+
+    /// The same with RESP3, which the cache's invalidation stream needs for push messages.
+    pub fn client_with(
+        &self,
+        protocol: redis::ProtocolVersion,
+    ) -> redis::RedisResult<redis::Client> {
+        use redis::IntoConnectionInfo;
+        let info = self.url.as_str().into_connection_info()?;
+        let redis_info = info.redis_settings().clone().set_protocol(protocol);
+        let info = info.set_redis_settings(redis_info);
         match &self.ca_pem {
-            None => redis::Client::open(self.url.as_str()),
+            None => redis::Client::open(info),
             Some(pem) => redis::Client::build_with_tls(
-                self.url.as_str(),
+                info,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem.clone()),
@@ -288,7 +308,7 @@ pub(super) fn validate(
         return Err(src.err("server.threads", 0..0, "must be at least 1"));
     }
 
-    let session = validate_session(&f.session, src, env)?;
+    let mut session = validate_session(&f.session, src, env)?;
     let store = match f.session.store {
         StoreKind::Memory => StoreSettings::Memory,
         StoreKind::Redis => {
@@ -321,6 +341,24 @@ pub(super) fn validate(
             }
             StoreSettings::Redis(settings)
         }
+    };
+    let cache = match (&store, f.cache.enabled) {
+        (StoreSettings::Redis(_), true) => {
+            if f.cache.max_bytes < 4096 {
+                return Err(src.err("cache.max_bytes", 0..0, "must be at least 4096"));
+            }
+            if f.cache.ttl < Duration::from_millis(100) {
+                return Err(src.err("cache.ttl", 0..0, "must be at least 100ms"));
+            }
+            if f.session.touch_interval.is_none() {
+                session.touch_interval = file::DEFAULT_CACHED_TOUCH_INTERVAL;
+            }
+            Some(CacheSettings {
+                max_bytes: f.cache.max_bytes,
+                ttl: f.cache.ttl,
+            })
+        }
+        _ => None,
     };
     let identity = validate_identity(&f.identity, src)?;
     let upstreams = validate_upstreams(&f.upstream, src)?;
@@ -361,6 +399,7 @@ pub(super) fn validate(
         upstreams,
         routes,
         admin,
+        cache,
     })
 }
 

@@ -3,8 +3,10 @@
 //! express-session fleet. Records are the raw JSON strings connect-redis writes; parsing is
 //! the caller's business so that every store holds exactly the same bytes.
 
+mod cache;
 mod memory;
 mod redis;
+mod tracking;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,9 @@ use crate::session::ExpiryPolicy;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+use crate::config::runtime::CacheSettings;
 use crate::config::StoreSettings;
+use crate::metrics::Metrics;
 
 /// The store could not answer. This is never "no session": callers answer 503.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +72,26 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn revoke_user(&self, user: &str) -> Result<Vec<String>, StoreError>;
     /// Live sessions in the store.
     async fn count(&self) -> Result<usize, StoreError>;
+    /// Background work the store needs for as long as the gate runs (the cache's
+    /// invalidation stream and batched touches); never returns.
+    async fn maintain(&self) {
+        std::future::pending().await
+    }
     /// A short name for logs and `check`.
     fn describe(&self) -> String;
+}
+
+/// Runs [`SessionStore::maintain`] as a Pingora background service.
+pub struct Maintenance(pub Arc<dyn SessionStore>);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for Maintenance {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        tokio::select! {
+            _ = self.0.maintain() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// The store the settings describe. `prefix` names session keys, `index_prefix` the per-user
@@ -79,9 +101,22 @@ pub fn from_settings(
     prefix: &str,
     index_prefix: &str,
 ) -> Arc<dyn SessionStore> {
+    cached(settings, prefix, index_prefix, None, Arc::default())
+}
+
+/// The same, with the local cache in front when `cache` is given (Redis only).
+pub fn cached(
+    settings: &StoreSettings,
+    prefix: &str,
+    index_prefix: &str,
+    cache: Option<&CacheSettings>,
+    metrics: Arc<Metrics>,
+) -> Arc<dyn SessionStore> {
     match settings {
         StoreSettings::Memory => Arc::new(MemoryStore::new()),
-        StoreSettings::Redis(r) => Arc::new(RedisStore::new(r, prefix, index_prefix)),
+        StoreSettings::Redis(r) => {
+            Arc::new(RedisStore::new(r, prefix, index_prefix, cache, metrics))
+        }
     }
 }
 

@@ -11,26 +11,37 @@
 //! time. Their TTL only grows and is pushed with every touch of any of the user's sessions,
 //! so an index outlives its sessions and then expires: nothing leaks.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, Script};
+use tokio::sync::mpsc;
 
+use super::cache::SessionCache;
+use super::tracking::{Tracking, TOUCH_BATCH};
 use super::{Rewrite, SessionStore, StoreError, StoredSession};
-use crate::config::runtime::redact_url;
+use crate::config::runtime::{redact_url, CacheSettings};
 use crate::config::RedisSettings;
+use crate::metrics::Metrics;
 use crate::session::{epoch_ms, ExpiryPolicy};
+
+/// What the load script answers: the record, its TTL left and its own TTL (seconds).
+type Loaded = Option<(String, i64, i64)>;
 
 /// GET, and with a policy: the session's own TTL (cookie.originalMaxAge or the idle
 /// timeout), cut by the absolute deadline (expired: DEL, nil); EXPIRE when the TTL has
-/// fallen by more than the interval, and the user's index with it.
+/// fallen by more than the interval, and the user's index with it. Returns
+/// `{record, ttl left, own ttl}` (the record is '' when ARGV[8] is 'quiet': a touch only).
 const LOAD_TOUCH: &str = r#"
 local v = redis.call('GET', KEYS[1])
-if not v or ARGV[1] == '' then return v end
+if not v then return false end
+local out = v
+if ARGV[8] == 'quiet' then out = '' end
+if ARGV[1] == '' then return {out, redis.call('TTL', KEYS[1]), 0} end
 local ok, s = pcall(cjson.decode, v)
-if not ok or type(s) ~= 'table' then return v end
+if not ok or type(s) ~= 'table' then return {out, redis.call('TTL', KEYS[1]), 0} end
 local ttl = tonumber(ARGV[1])
 local c = s['cookie']
 if type(c) == 'table' and type(c['originalMaxAge']) == 'number' and c['originalMaxAge'] > 0 then
@@ -51,13 +62,13 @@ if abs > 0 and type(meta) == 'table' and type(meta['created']) == 'number' then
   if left < ttl then ttl = left end
 end
 local remaining = redis.call('TTL', KEYS[1])
-if remaining >= 0 and remaining + tonumber(ARGV[2]) > ttl then return v end
+if remaining >= 0 and remaining + tonumber(ARGV[2]) > ttl then return {out, remaining, ttl} end
 redis.call('EXPIRE', KEYS[1], ttl)
 if idx then
   redis.call('EXPIRE', idx, ttl, 'NX')
   redis.call('EXPIRE', idx, ttl, 'GT')
 end
-return v
+return {out, ttl, ttl}
 "#;
 
 /// SET a new session and add it to its user's index (KEYS[2], optional).
@@ -109,12 +120,48 @@ pub struct RedisStore {
     rename: Script,
     revoke_user: Script,
     update_locks: Vec<tokio::sync::Mutex<()>>,
+    cache: Option<CacheParts>,
+    metrics: Arc<Metrics>,
+}
+
+/// The local cache and what keeps it coherent, run by [`SessionStore::maintain`].
+struct CacheParts {
+    cache: Arc<SessionCache>,
+    tracking: Arc<Tracking>,
+    touches: mpsc::UnboundedSender<(String, ExpiryPolicy)>,
+    pending_touches: Mutex<Option<mpsc::UnboundedReceiver<(String, ExpiryPolicy)>>>,
+    resp3: Client,
 }
 
 impl RedisStore {
-    /// `settings` were validated with the config.
-    pub fn new(settings: &RedisSettings, prefix: &str, index_prefix: &str) -> Self {
+    /// `settings` were validated with the config. With `cache`, loads are served from a
+    /// local cache kept coherent by Redis's invalidation stream.
+    pub fn new(
+        settings: &RedisSettings,
+        prefix: &str,
+        index_prefix: &str,
+        cache: Option<&CacheSettings>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cache = cache.map(|c| {
+            let cache = Arc::new(SessionCache::new(c, metrics.clone()));
+            let (touches, rx) = mpsc::unbounded_channel();
+            CacheParts {
+                tracking: Arc::new(Tracking {
+                    cache: cache.clone(),
+                    conn: Mutex::new(None),
+                }),
+                cache,
+                resp3: settings
+                    .client_with(redis::ProtocolVersion::RESP3)
+                    .expect("validated with the config"),
+                touches,
+                pending_touches: Mutex::new(Some(rx)),
+            }
+        });
         Self {
+            cache,
+            metrics,
             client: settings.client().expect("validated with the config"),
             url: redact_url(&settings.url),
             conn: OnceLock::new(),
@@ -144,6 +191,23 @@ impl RedisStore {
                 .map_err(|e| e.to_string())
         });
         conn.clone().map_err(StoreError::Backend)
+    }
+
+    /// The cache and where its due touches go.
+    fn cache(
+        &self,
+    ) -> Option<(
+        &SessionCache,
+        &mpsc::UnboundedSender<(String, ExpiryPolicy)>,
+    )> {
+        self.cache.as_ref().map(|p| (&*p.cache, &p.touches))
+    }
+
+    /// Drops a session from the local cache at once, ahead of Redis's invalidation.
+    fn forget(&self, sid: &str) {
+        if let Some(parts) = &self.cache {
+            parts.cache.invalidate(sid);
+        }
     }
 
     fn key(&self, sid: &str) -> String {
@@ -205,6 +269,95 @@ impl RedisStore {
     }
 }
 
+/// The load script for one session: EVALSHA with `sha`, or EVAL with the text; `quiet` asks
+/// for the touch only.
+fn load_command(
+    sha: Option<&str>,
+    prefix: &str,
+    index_prefix: &str,
+    sid: &str,
+    touch: Option<&ExpiryPolicy>,
+    quiet: bool,
+) -> Cmd {
+    let mut c = match sha {
+        Some(sha) => redis::cmd("EVALSHA").arg(sha).to_owned(),
+        None => redis::cmd("EVAL").arg(LOAD_TOUCH).to_owned(),
+    };
+    c.arg(1).arg(format!("{prefix}{sid}"));
+    match touch {
+        None => c.arg("").arg(0).arg(0).arg(0).arg("").arg("").arg(sid),
+        Some(p) => c
+            .arg(secs(p.idle_timeout))
+            .arg(p.touch_interval.as_secs())
+            .arg(p.absolute_timeout.map_or(0, |a| a.as_secs()))
+            .arg(epoch_ms(SystemTime::now()))
+            .arg(&p.user_field)
+            .arg(index_prefix)
+            .arg(sid),
+    };
+    c.arg(if quiet { "quiet" } else { "" });
+    c
+}
+
+/// Sends the touches cached sessions have due, many per round trip, on the tracking
+/// connection (NOLOOP: they do not invalidate this gate's own copies).
+async fn send_touches(
+    mut rx: mpsc::UnboundedReceiver<(String, ExpiryPolicy)>,
+    tracking: Arc<Tracking>,
+    prefix: String,
+    index_prefix: String,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(TOUCH_BATCH);
+    while rx.recv_many(&mut batch, TOUCH_BATCH).await > 0 {
+        let Some(mut conn) = tracking.connection() else {
+            // The stream is down, so the cache is off and empty: these touches have no entry
+            // to update, and the next load touches in Redis itself.
+            batch.clear();
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for (sid, policy) in &batch {
+            // EVAL: a pipeline cannot fall back from EVALSHA on NOSCRIPT by itself.
+            pipe.add_command(load_command(
+                None,
+                &prefix,
+                &index_prefix,
+                sid,
+                Some(policy),
+                true,
+            ));
+        }
+        let results: redis::RedisResult<Vec<Loaded>> =
+            match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
+                Ok(r) => r,
+                Err(_) => Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "touch timed out",
+                ))),
+            };
+        match results {
+            Ok(results) => {
+                for ((sid, _), r) in batch.iter().zip(results) {
+                    Metrics::inc(&metrics.cache_touches);
+                    tracking.cache.touched(
+                        sid,
+                        r.map(|(_, left, _)| Duration::from_secs(left.max(0) as u64)),
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "batched touches failed; the sessions are touched on their next load");
+                for (sid, _) in &batch {
+                    tracking.cache.touched(sid, None);
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
 /// Whole seconds, rounded up, at least one: Redis TTLs are seconds and 0 would delete.
 fn secs(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
@@ -217,21 +370,64 @@ impl SessionStore for RedisStore {
         sid: &str,
         touch: Option<&ExpiryPolicy>,
     ) -> Result<Option<String>, StoreError> {
-        let mut inv = self.load_touch.key(self.key(sid));
-        match touch {
-            None => inv.arg(""),
-            Some(p) => inv
-                .arg(secs(p.idle_timeout))
-                .arg(p.touch_interval.as_secs())
-                .arg(p.absolute_timeout.map_or(0, |a| a.as_secs()))
-                .arg(epoch_ms(SystemTime::now()))
-                .arg(&p.user_field)
-                .arg(&self.index_prefix)
-                .arg(sid),
-        };
+        let cache = self.cache();
+        if let Some((cache, touches)) = cache {
+            if let Some(hit) = cache.get(sid) {
+                if let Some(p) = touch {
+                    if cache.touch_due(&hit, p.touch_interval) {
+                        let _ = touches.send((sid.to_owned(), p.clone()));
+                    }
+                }
+                return Ok(Some(hit.json.to_string()));
+            }
+        }
+        let generation = cache.map(|(c, _)| c.generation());
+        let cmd = load_command(
+            Some(self.load_touch.get_hash()),
+            &self.prefix,
+            &self.index_prefix,
+            sid,
+            touch,
+            false,
+        );
         let mut conn = self.connection()?;
-        self.bounded(async move { inv.invoke_async::<Option<String>>(&mut conn).await })
-            .await
+        let loaded: Loaded = self
+            .bounded(async move {
+                match cmd.query_async(&mut conn).await {
+                    // After a Redis restart the script cache is empty: load it once, retry.
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        redis::cmd("SCRIPT")
+                            .arg("LOAD")
+                            .arg(LOAD_TOUCH)
+                            .query_async::<()>(&mut conn)
+                            .await?;
+                        cmd.query_async(&mut conn).await
+                    }
+                    other => other,
+                }
+            })
+            .await?;
+        let Some((json, remaining, own)) = loaded else {
+            return Ok(None);
+        };
+        if let (Some((cache, _)), Some(generation)) = (cache, generation) {
+            // Keys without a TTL (another writer's `disableTTL`) are not cached: nothing but an
+            // invalidation would tell the cache when they end.
+            if remaining > 0 {
+                let own = if own > 0 { own } else { remaining };
+                cache.insert(
+                    sid,
+                    &json,
+                    Duration::from_secs(remaining as u64),
+                    Duration::from_secs(own as u64),
+                    generation,
+                );
+            }
+        }
+        Ok(Some(json))
     }
 
     async fn save(
@@ -249,6 +445,7 @@ impl SessionStore for RedisStore {
             .arg(secs(ttl))
             .arg(epoch_ms(SystemTime::now()))
             .arg(sid);
+        self.forget(sid);
         let mut conn = self.connection()?;
         self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
             .await
@@ -261,6 +458,7 @@ impl SessionStore for RedisStore {
         if let Some(u) = user {
             pipe.cmd("ZREM").arg(self.index(u)).arg(sid).ignore();
         }
+        self.forget(sid);
         let mut conn = self.connection()?;
         self.bounded(async move { pipe.query_async::<()>(&mut conn).await })
             .await
@@ -275,6 +473,7 @@ impl SessionStore for RedisStore {
             h.finish() as usize % UPDATE_LOCKS
         };
         let _turn = self.update_locks[stripe].lock().await;
+        self.forget(sid);
         let work = async {
             let mut conn = self.client.get_multiplexed_async_connection().await?;
             for _ in 0..UPDATE_ATTEMPTS {
@@ -297,6 +496,7 @@ impl SessionStore for RedisStore {
             inv.key(self.index(u));
         }
         inv.arg(old).arg(new).arg(epoch_ms(SystemTime::now()));
+        self.forget(old);
         let mut conn = self.connection()?;
         self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
             .await
@@ -355,8 +555,13 @@ impl SessionStore for RedisStore {
         let mut inv = self.revoke_user.key(self.index(user));
         inv.arg(&self.prefix);
         let mut conn = self.connection()?;
-        self.bounded(async move { inv.invoke_async::<Vec<String>>(&mut conn).await })
-            .await
+        let ids = self
+            .bounded(async move { inv.invoke_async::<Vec<String>>(&mut conn).await })
+            .await?;
+        for sid in &ids {
+            self.forget(sid);
+        }
+        Ok(ids)
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -387,6 +592,34 @@ impl SessionStore for RedisStore {
             Ok(r) => r.map_err(|e: redis::RedisError| StoreError::Backend(e.to_string())),
             Err(_) => Err(StoreError::Timeout(self.timeout * 20)),
         }
+    }
+
+    async fn maintain(&self) {
+        let Some(parts) = &self.cache else {
+            return std::future::pending().await;
+        };
+        let Some(rx) = parts
+            .pending_touches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return std::future::pending().await;
+        };
+        let stream =
+            parts
+                .tracking
+                .clone()
+                .run(parts.resp3.clone(), self.prefix.clone(), self.timeout);
+        let touches = send_touches(
+            rx,
+            parts.tracking.clone(),
+            self.prefix.clone(),
+            self.index_prefix.clone(),
+            self.timeout,
+            self.metrics.clone(),
+        );
+        tokio::join!(stream, touches);
     }
 
     fn describe(&self) -> String {

@@ -283,6 +283,7 @@ pub struct GateBuilder {
     routes: Vec<String>,
     admin_token: Option<String>,
     tail: Vec<String>,
+    cache: bool,
 }
 
 impl GateBuilder {
@@ -301,6 +302,7 @@ impl GateBuilder {
             routes: vec![],
             admin_token: None,
             tail: vec![],
+            cache: false,
         }
     }
 
@@ -311,6 +313,13 @@ impl GateBuilder {
 
     pub fn secrets(mut self, s: &[&str]) -> Self {
         self.secrets = s.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Turns the local session cache on (tests run without it unless they are about it, so
+    /// that a test writing to Redis directly sees its write on the next request).
+    pub fn cache(mut self) -> Self {
+        self.cache = true;
         self
     }
 
@@ -400,6 +409,7 @@ impl GateBuilder {
         for r in &self.routes {
             t += &format!("\n[[route]]\n{r}\n");
         }
+        t += &format!("\n[cache]\nenabled = {}\n", self.cache);
         for extra in &self.tail {
             t += &format!("\n{extra}\n");
         }

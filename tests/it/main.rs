@@ -5,6 +5,7 @@ mod harness;
 mod interop_harness;
 
 mod admin;
+mod cache;
 mod config;
 mod cookies;
 mod identity;
