@@ -73,8 +73,29 @@ impl Config {
                 );
             }
         }
+        match &self.cache {
+            Some(c) => {
+                let _ = writeln!(
+                    o,
+                    "  local cache: on, {} bytes, entries live at most {}, touches every {}",
+                    c.max_bytes,
+                    humantime::format_duration(c.ttl),
+                    humantime::format_duration(s.touch_interval)
+                );
+            }
+            None if matches!(self.store, StoreSettings::Redis(_)) => {
+                let _ = writeln!(o, "  local cache: off");
+            }
+            None => {}
+        }
+        if let Some(a) = &s.absolute_timeout {
+            let _ = writeln!(o, "  absolute timeout {}", humantime::format_duration(*a));
+        }
         if let Some(p) = &s.logout_path {
             let _ = writeln!(o, "  logout: POST {p}");
+        }
+        if let Some(a) = &self.admin {
+            let _ = writeln!(o, "admin API: http://{} (bearer token)", a.listen);
         }
         let _ = writeln!(o, "identity headers:");
         for (h, p) in &self.identity.headers {
@@ -121,7 +142,7 @@ impl Config {
                 r.prefix,
                 self.upstreams[r.upstream].name,
                 if r.issue_sessions {
-                    ", may issue/destroy sessions"
+                    ", may send session directives"
                 } else {
                     ""
                 }
