@@ -117,30 +117,25 @@ impl ProxyHttp for Gate {
             return Ok(false);
         }
 
-        match self.sessions.load(session.req_header()).await {
-            // `required` means a user: a session an app keeps for an anonymous visitor (a
-            // cart, express's saveUninitialized) is not a login.
-            Ok(Some(active))
-                if route.auth == AuthMode::Required
-                    && self.sessions.user_of(&active.record).is_none() =>
-            {
+        let loaded = match self.sessions.load(session.req_header()).await {
+            Ok(loaded) => {
                 self.outage.succeeded();
-                self.unauthenticated(session, ctx).await
+                loaded
             }
-            Ok(Some(active)) => {
-                self.outage.succeeded();
+            Err(e) => return self.store_unavailable(session, &e).await,
+        };
+        // `required` means a user: a session an app keeps for an anonymous visitor (a cart,
+        // express's saveUninitialized) is not a login.
+        let loaded = loaded.filter(|a| {
+            route.auth != AuthMode::Required || self.sessions.user_of(&a.record).is_some()
+        });
+        match loaded {
+            Some(active) => {
                 ctx.active = Some(active);
                 Ok(false)
             }
-            Ok(None) => {
-                self.outage.succeeded();
-                if route.auth == AuthMode::Optional {
-                    Ok(false)
-                } else {
-                    self.unauthenticated(session, ctx).await
-                }
-            }
-            Err(e) => self.store_unavailable(session, &e).await,
+            None if route.auth == AuthMode::Optional => Ok(false),
+            None => self.unauthenticated(session, ctx).await,
         }
     }
 
