@@ -1,0 +1,292 @@
+//! Micro-benches of the gate's per-request work, through the library's public API:
+//!
+//! - `cookie`: find the session cookie in a browser's `Cookie` header, percent-decode it and
+//!   verify the signature, with 1 secret and with 3 (the cookie signed by the last one: the
+//!   worst case, every key is tried anyway so timing does not tell which matched);
+//! - `route`: normalise the request path and match it against 100 routes;
+//! - `identity`: strip every spelling of the identity headers from a realistic request and
+//!   inject the real ones from a parsed session.
+//!
+//! Run: `cargo bench -p sessiongate-benches --bench hot_path` (add a filter such as `cookie`
+//! after `--` to run one group).
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use http::{HeaderName, Method};
+use pingora::http::RequestHeader;
+use serde_json::{json, Map, Value};
+
+use sessiongate::config::file::AuthMode;
+use sessiongate::config::runtime::{CookieSettings, IdentitySettings, RouteSettings, Secure};
+use sessiongate::cookie::{decode_value, encode_value, values};
+use sessiongate::identity::Identity;
+use sessiongate::path::normalize_path;
+use sessiongate::routes::{HostPattern, RouteTable};
+use sessiongate::session::Session;
+use sessiongate::signing::Signer;
+
+const COOKIE_NAME: &str = "connect.sid";
+const SID: &str = "W0kENn_GtXvdsJHGxCQISK4wiBiX30Ab";
+
+/// A browser's Cookie header: analytics and consent cookies around the session cookie.
+fn cookie_header(session_value: &str) -> String {
+    format!(
+        "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; \
+         cookieconsent_status=dismiss; {COOKIE_NAME}={session_value}; theme=dark; \
+         _hjSessionUser_123456=eyJpZCI6IjEyMzQ1Njc4LTkwYWItY2RlZi0xMjM0LTU2Nzg5MGFiY2RlZiJ9"
+    )
+}
+
+/// What the gate does with a Cookie header: every value of the session cookie, decoded and
+/// verified (two different valid ones would count as none, so all are looked at).
+fn verify(signer: &Signer, header: &str) -> Option<String> {
+    let mut found = None;
+    for v in values(header, COOKIE_NAME) {
+        let Some(decoded) = decode_value(v) else {
+            continue;
+        };
+        if let Some(sid) = signer.unsign(&decoded) {
+            found = Some(sid.to_owned());
+        }
+    }
+    found
+}
+
+fn cookie(c: &mut Criterion) {
+    let secrets: Vec<Vec<u8>> = vec![
+        b"the current secret, 32 bytes long".to_vec(),
+        b"the previous secret, rotated last month".to_vec(),
+        b"the secret before that one".to_vec(),
+    ];
+    let one = Signer::new(&secrets[..1]);
+    let three = Signer::new(&secrets);
+    // Signed by the first secret for the 1-secret case, by the LAST of three for the worst case.
+    let by_first = cookie_header(&encode_value(&one.sign(SID)));
+    let by_last = cookie_header(&encode_value(&Signer::new(&secrets[2..]).sign(SID)));
+    let forged = cookie_header(&encode_value(&format!("s:{SID}.{}", "A".repeat(43))));
+    assert_eq!(verify(&one, &by_first).as_deref(), Some(SID));
+    assert_eq!(verify(&three, &by_last).as_deref(), Some(SID));
+    assert_eq!(verify(&three, &forged), None);
+
+    let mut g = c.benchmark_group("cookie");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("parse_only", |b| {
+        b.iter(|| {
+            values(black_box(&by_first), COOKIE_NAME)
+                .filter_map(decode_value)
+                .count()
+        })
+    });
+    g.bench_function("parse_verify/1_secret", |b| {
+        b.iter(|| verify(&one, black_box(&by_first)))
+    });
+    g.bench_function("parse_verify/3_secrets_signed_by_last", |b| {
+        b.iter(|| verify(&three, black_box(&by_last)))
+    });
+    g.bench_function("parse_verify/3_secrets_forged", |b| {
+        b.iter(|| verify(&three, black_box(&forged)))
+    });
+    g.bench_function("unsign/1_secret", |b| {
+        let v = one.sign(SID);
+        b.iter(|| one.unsign(black_box(&v)).is_some())
+    });
+    g.bench_function("unsign/3_secrets_signed_by_last", |b| {
+        let v = Signer::new(&secrets[2..]).sign(SID);
+        b.iter(|| three.unsign(black_box(&v)).is_some())
+    });
+    g.finish();
+}
+
+fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> RouteSettings {
+    RouteSettings {
+        prefix: prefix.trim_end_matches('/').into(),
+        host: host.map(|h| HostPattern::parse(h).unwrap()),
+        methods,
+        upstream: 0,
+        auth: AuthMode::Required,
+        login_redirect: None,
+        issue_sessions: false,
+    }
+}
+
+/// 100 routes the way a mid-sized site has them: a catch-all, per-service API prefixes with
+/// versions, some host-bound (`*.example.com` tenants), some method-bound.
+fn hundred_routes() -> Vec<RouteSettings> {
+    let mut routes = vec![route("/", None, None)];
+    for i in 0..99 {
+        let r = match i % 4 {
+            0 => route(&format!("/svc{i}/v1/"), None, None),
+            1 => route(&format!("/svc{i}/v2/items/"), None, None),
+            2 => route(&format!("/api/svc{i}/"), Some("*.example.com"), None),
+            _ => route(
+                &format!("/account/section{i}/"),
+                None,
+                Some(vec![Method::GET, Method::POST]),
+            ),
+        };
+        routes.push(r);
+    }
+    assert_eq!(routes.len(), 100);
+    routes
+}
+
+fn routing(c: &mut Criterion) {
+    let table = RouteTable::new(hundred_routes(), false);
+    let host = Some("tenant.example.com");
+    // A hit deep in the table, a hit after a messy spelling, and a miss that falls through
+    // every route to the catch-all (the worst case: all 100 are tried).
+    let cases = [
+        ("hit", "/svc41/v2/items/12345/details"),
+        ("hit_messy", "/svc41/./v2//items/%31%32345/../12345/details"),
+        ("catch_all", "/static/app.3f9a1c.js"),
+    ];
+    for (_, raw) in &cases {
+        let p = normalize_path(raw).unwrap();
+        assert!(table.find(host, &Method::GET, &p.decoded).is_some());
+    }
+
+    let mut g = c.benchmark_group("route");
+    g.throughput(Throughput::Elements(1));
+    for (name, raw) in &cases {
+        g.bench_function(format!("normalize/{name}"), |b| {
+            b.iter(|| normalize_path(black_box(raw)).unwrap())
+        });
+        let decoded = normalize_path(raw).unwrap().decoded;
+        g.bench_function(format!("find_100/{name}"), |b| {
+            b.iter(|| table.find(black_box(host), &Method::GET, black_box(&decoded)))
+        });
+        g.bench_function(format!("normalize+find_100/{name}"), |b| {
+            b.iter(|| {
+                let p = normalize_path(black_box(raw)).unwrap();
+                table.find(black_box(host), &Method::GET, &p.decoded)
+            })
+        });
+    }
+    g.bench_function("table_build_100", |b| {
+        b.iter_batched(
+            hundred_routes,
+            |r| RouteTable::new(r, false),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// A browser's GET, plus two identity headers a client tried to forge in other spellings.
+fn browser_request() -> RequestHeader {
+    let mut req = RequestHeader::build("GET", b"/api/orders?page=2", None).unwrap();
+    for (k, v) in [
+        ("host", "app.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        ),
+        ("accept", "application/json, text/plain, */*"),
+        ("accept-language", "en-GB,en;q=0.9,de;q=0.8"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("referer", "https://app.example.com/orders"),
+        ("sec-fetch-dest", "empty"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-site", "same-origin"),
+        ("connection", "keep-alive"),
+        ("cookie", &cookie_header("s%3Aabc.def")),
+        ("X_User", "mallory"),
+        ("x-user-roles", "admin"),
+    ] {
+        req.append_header(k.to_string(), v).unwrap();
+    }
+    req
+}
+
+fn identity(c: &mut Criterion) {
+    let identity = Identity::new(&IdentitySettings {
+        headers: vec![
+            (HeaderName::from_static("x-user"), "/user".into()),
+            (HeaderName::from_static("x-user-roles"), "/roles".into()),
+            (
+                HeaderName::from_static("x-user-email"),
+                "/profile/email".into(),
+            ),
+        ],
+        strip: vec!["x-forwarded-user".into(), "x-remote-user".into()],
+    });
+    let mut fields = Map::new();
+    fields.insert("user".into(), json!("alice"));
+    fields.insert("roles".into(), json!(["admin", "reader", "billing"]));
+    fields.insert(
+        "profile".into(),
+        json!({"email": "alice@example.com", "name": "Alice"}),
+    );
+    fields.insert(
+        "cart".into(),
+        Value::Array((0..5).map(|i| json!({"sku": i, "qty": 1})).collect()),
+    );
+    let cookie = CookieSettings {
+        path: "/".into(),
+        domain: None,
+        http_only: true,
+        secure: Secure::Auto,
+        same_site: Some("Lax"),
+        max_age: Some(Duration::from_secs(1800)),
+    };
+    let json = Session::new(fields, &cookie, false, SystemTime::now()).to_json();
+    let session = Session::parse(&json).unwrap();
+
+    let template = browser_request();
+    let mut check = template.clone();
+    identity.strip_request(&mut check);
+    identity.inject(&session, &mut check);
+    assert_eq!(check.headers.get("x-user").unwrap(), "alice");
+    assert_eq!(
+        check.headers.get("x-user-roles").unwrap(),
+        "admin,reader,billing"
+    );
+    assert_eq!(
+        check.headers.get("x-user-email").unwrap(),
+        "alice@example.com"
+    );
+    assert!(check.headers.get("x_user").is_none());
+
+    let mut g = c.benchmark_group("identity");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("session_parse", |b| {
+        b.iter(|| Session::parse(black_box(&json)).unwrap())
+    });
+    g.bench_function("strip", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |req| identity.strip_request(req),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("inject", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |req| identity.inject(&session, req),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("strip+inject", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |req| {
+                identity.strip_request(req);
+                identity.inject(&session, req);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .without_plots();
+    targets = cookie, routing, identity
+}
+criterion_main!(benches);
