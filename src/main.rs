@@ -2,6 +2,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The proxy allocates small, short-lived buffers on every request; mimalloc serves those
+/// markedly faster than the system allocator (see the load bench).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sessiongate::config::StoreSettings;
 use sessiongate::sessions::Sessions;
 use sessiongate::{store, Config, GateServer};

@@ -52,6 +52,13 @@ const PATH_ESCAPE: &AsciiSet = &CONTROLS
     .add(b'}');
 
 pub fn normalize_path(raw: &str) -> Result<NormalPath, PathError> {
+    // Most request paths are already canonical: no escapes, dot segments or empty segments.
+    if already_canonical(raw) {
+        return Ok(NormalPath {
+            decoded: raw.to_owned(),
+            encoded: raw.to_owned(),
+        });
+    }
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -123,6 +130,25 @@ pub fn normalize_path(raw: &str) -> Result<NormalPath, PathError> {
     })
 }
 
+/// A path that decoding and resolving would leave as it is, spelled the way its canonical
+/// encoding spells it: only `pchar` bytes other than `%`, no empty segment but a trailing
+/// one, no dot segment (with or without parameters).
+fn already_canonical(raw: &str) -> bool {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return false;
+    };
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+    let mut segments = rest.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        let head = seg.split(';').next().unwrap_or(seg);
+        if (seg.is_empty() && !last) || head == "." || head == ".." || !seg.bytes().all(plain) {
+            return false;
+        }
+    }
+    true
+}
+
 fn hex_value(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|v| v as u8)
 }
@@ -152,6 +178,30 @@ mod tests {
         let p = normalize_path("/a%20b/%23frag/%3Fq/caf%C3%A9/%7E").unwrap();
         assert_eq!(p.decoded, "/a b/#frag/?q/café/~");
         assert_eq!(p.encoded, "/a%20b/%23frag/%3Fq/caf%C3%A9/~");
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_one() {
+        for p in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b.c/d~e",
+            "/a;b=c/",
+            "/a/.b",
+            "/a/..b",
+            "/.well-known/x",
+        ] {
+            assert!(already_canonical(p), "{p}");
+            let n = normalize_path(p).unwrap();
+            assert_eq!((n.decoded.as_str(), n.encoded.as_str()), (p, p));
+        }
+        for p in [
+            "//a", "/a//b", "/a/./b", "/a/..", "/a/.", "/%61", "/a b", "/a\\b", "/..;/a", "/.;x",
+            "x",
+        ] {
+            assert!(!already_canonical(p), "{p}");
+        }
     }
 
     #[test]

@@ -172,15 +172,16 @@ impl ProxyHttp for Gate {
         }
         // The upstream serves exactly the path the route matched.
         let path = ctx.path.as_ref().expect("routed in request_filter");
-        let target = match upstream.uri.query() {
-            Some(q) => format!("{}?{q}", path.encoded),
-            None => path.encoded.clone(),
-        };
-        upstream.set_uri(
-            target
+        if upstream.uri.path() != path.encoded || upstream.uri.scheme().is_some() {
+            let target = match upstream.uri.query() {
+                Some(q) => format!("{}?{q}", path.encoded),
+                None => path.encoded.clone(),
+            };
+            let uri = target
                 .parse()
-                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "unrepresentable path"))?,
-        );
+                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "unrepresentable path"))?;
+            upstream.set_uri(uri);
+        }
 
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             let xff = match upstream
@@ -243,7 +244,10 @@ impl ProxyHttp for Gate {
             resp.insert_header(lifecycle::TOKEN, token)?;
         }
         if let Some(active) = &ctx.active {
+            // A fresh cookie when the TTL moved (every request unless touches are
+            // throttled: the cookie's expiry then follows the store's) or to re-sign it.
             if self.sessions.settings.rolling
+                && active.roll
                 && active.via == Via::Cookie
                 && !self.sets_session_cookie(resp)
             {
@@ -304,15 +308,15 @@ impl Gate {
         let secure = self.secure(ctx);
         // The session the request carried, loaded or (on public routes) only verified.
         let current = match ctx.active.take() {
-            Some(a) => Some((a.sid, Some(a.record), a.via)),
+            Some(a) => Some((a.sid, Some(a.record), a.via, a.roll)),
             None => self
                 .sessions
                 .credential(req)
-                .map(|(sid, via)| (sid, None, via)),
+                .map(|c| (c.sid, None, c.via, !c.current)),
         };
 
         if let Some(kind) = d.destroy {
-            if let Some((sid, record, _)) = &current {
+            if let Some((sid, record, _, _)) = &current {
                 let user = match record {
                     Some(r) => self.sessions.user_of(r),
                     None => self
@@ -325,18 +329,18 @@ impl Gate {
                     (Destroy::AllOfUser, Some(user)) => {
                         self.sessions.revoke_user(&user).await?;
                     }
-                    _ => self.sessions.destroy(sid, record.as_ref()).await?,
+                    _ => self.sessions.destroy(sid, record.as_deref()).await?,
                 }
             }
-            let record = current.as_ref().and_then(|(_, r, _)| r.as_ref());
+            let record = current.as_ref().and_then(|(_, r, _, _)| r.as_deref());
             ctx.set_cookies
                 .push(self.sessions.expire_cookie(record, secure));
             return Ok(());
         }
 
         if let Some(fields) = d.issue {
-            if let Some((sid, record, _)) = &current {
-                self.sessions.destroy(sid, record.as_ref()).await?;
+            if let Some((sid, record, _, _)) = &current {
+                self.sessions.destroy(sid, record.as_deref()).await?;
             }
             let (sid, record) = self
                 .sessions
@@ -346,7 +350,7 @@ impl Gate {
             return Ok(());
         }
 
-        let Some((mut sid, record, via)) = current else {
+        let Some((mut sid, record, via, roll)) = current else {
             if d.update.is_some() || d.regenerate {
                 tracing::warn!(
                     "upstream sent a session update for a request without a session; ignored"
@@ -379,7 +383,12 @@ impl Gate {
         if replaced {
             self.hand_out(req, &sid, &record, ctx, secure);
         } else {
-            ctx.active = Some(Active { sid, record, via });
+            ctx.active = Some(Active {
+                sid,
+                record,
+                via,
+                roll,
+            });
         }
         Ok(())
     }
@@ -434,7 +443,7 @@ impl Gate {
         };
         let expired = self
             .sessions
-            .expire_cookie(record.as_ref(), self.secure(ctx));
+            .expire_cookie(record.as_deref(), self.secure(ctx));
         let reply = match &self.sessions.settings.logout_redirect {
             Some(to) => Reply::new(303).header("location", to.clone()),
             None => Reply::new(204),

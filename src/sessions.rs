@@ -24,11 +24,24 @@ pub enum Via {
     Token,
 }
 
+/// A verified session id from a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub sid: String,
+    pub via: Via,
+    /// Signed with the current secret (else a retired one: re-sign it).
+    pub current: bool,
+}
+
 /// A verified, loaded session.
 pub struct Active {
     pub sid: String,
-    pub record: Session,
+    /// Shared with the local cache: cloning is a reference count.
+    pub record: Arc<Session>,
     pub via: Via,
+    /// The client should get a fresh cookie: the TTL was pushed on this request, or the
+    /// cookie was signed with a retired secret.
+    pub roll: bool,
 }
 
 /// A session as the admin API lists it: never the whole id.
@@ -84,23 +97,29 @@ impl Sessions {
     /// The verified session id the request carries: the token header first, then the cookie.
     /// Two different validly signed session cookies (one tossed in from a sibling domain)
     /// count as none.
-    pub fn credential(&self, req: &RequestHeader) -> Option<(String, Via)> {
-        if let Some(sid) = self.token_of(req) {
-            return Some((sid, Via::Token));
+    pub fn credential(&self, req: &RequestHeader) -> Option<Credential> {
+        if let Some(c) = self.token_of(req) {
+            return Some(c);
         }
-        let mut found: Option<String> = None;
+        let mut found: Option<Credential> = None;
         for h in req.headers.get_all(header::COOKIE) {
             let Ok(h) = h.to_str() else { continue };
             for value in cookie::values(h, &self.settings.cookie_name) {
                 let Some(decoded) = cookie::decode_value(value) else {
                     continue;
                 };
-                let Some(sid) = self.signer.unsign(&decoded) else {
+                let Some(v) = self.signer.verify(&decoded) else {
                     continue;
                 };
                 match &found {
-                    None => found = Some(sid.to_owned()),
-                    Some(f) if f == sid => {}
+                    None => {
+                        found = Some(Credential {
+                            sid: v.sid.to_owned(),
+                            via: Via::Cookie,
+                            current: v.current,
+                        })
+                    }
+                    Some(f) if f.sid == v.sid => {}
                     Some(_) => {
                         tracing::warn!("request carries two different signed session cookies; treating it as no session");
                         return None;
@@ -108,10 +127,10 @@ impl Sessions {
                 }
             }
         }
-        found.map(|sid| (sid, Via::Cookie))
+        found
     }
 
-    fn token_of(&self, req: &RequestHeader) -> Option<String> {
+    fn token_of(&self, req: &RequestHeader) -> Option<Credential> {
         let t = self.settings.token.as_ref()?;
         let value = req.headers.get(&t.header)?.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
@@ -119,7 +138,12 @@ impl Sessions {
             return None;
         }
         let decoded = cookie::decode_value(token.trim())?;
-        self.signer.unsign(&decoded).map(str::to_owned)
+        let v = self.signer.verify(&decoded)?;
+        Some(Credential {
+            sid: v.sid.to_owned(),
+            via: Via::Token,
+            current: v.current,
+        })
     }
 
     /// Whether this request's token header carries a session token (rather than the
@@ -134,29 +158,28 @@ impl Sessions {
     /// Loads the request's session, pushing its TTL forward in the same round trip when
     /// rolling or touching.
     pub async fn load(&self, req: &RequestHeader) -> Result<Option<Active>, StoreError> {
-        let Some((sid, via)) = self.credential(req) else {
+        let Some(c) = self.credential(req) else {
             return Ok(None);
         };
         let touch = (self.settings.rolling || self.settings.touch).then_some(&self.policy);
-        let Some(json) = self.store.load(&sid, touch).await? else {
+        let Some(loaded) = self.store.load(&c.sid, touch).await? else {
             return Ok(None);
         };
-        let record = match Session::parse(&json) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(sid = id_prefix(&sid), error = %e, "unreadable session record; treating it as no session");
-                return Ok(None);
-            }
-        };
+        let record = loaded.record;
         // The store already enforces the absolute timeout; this covers a record loaded without
         // a touch.
         if record.touch_ttl(&self.policy, SystemTime::now()).is_none() {
             self.store
-                .destroy(&sid, self.user_of(&record).as_deref())
+                .destroy(&c.sid, self.user_of(&record).as_deref())
                 .await?;
             return Ok(None);
         }
-        Ok(Some(Active { sid, record, via }))
+        Ok(Some(Active {
+            sid: c.sid,
+            record,
+            via: c.via,
+            roll: loaded.touched || !c.current,
+        }))
     }
 
     pub fn user_of(&self, record: &Session) -> Option<String> {
@@ -211,7 +234,7 @@ impl Sessions {
         &self,
         sid: &str,
         patch: Map<String, Value>,
-    ) -> Result<Option<Session>, StoreError> {
+    ) -> Result<Option<Arc<Session>>, StoreError> {
         let json = self
             .store
             .update(sid, &|json| {
@@ -220,7 +243,7 @@ impl Sessions {
                 Some(s.to_json())
             })
             .await?;
-        Ok(json.and_then(|j| Session::parse(&j).ok()))
+        Ok(json.and_then(|j| Session::parse(&j).ok()).map(Arc::new))
     }
 
     /// A new id for the same session; the old id stops working at once.

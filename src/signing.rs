@@ -66,6 +66,12 @@ impl Signer {
     /// The session id inside a decoded cookie value, if some secret signed it. Anything else
     /// (no `s:`, a signature of the wrong length, trailing bytes, a bad id) is no session.
     pub fn unsign<'a>(&self, value: &'a str) -> Option<&'a str> {
+        self.verify(value).map(|v| v.sid)
+    }
+
+    /// [`unsign`](Self::unsign), also telling whether the current (first) secret signed it,
+    /// so that cookies signed with a retired secret can be re-signed.
+    pub fn verify<'a>(&self, value: &'a str) -> Option<Verified<'a>> {
         let body = value.strip_prefix("s:")?;
         let (sid, sig) = body.rsplit_once('.')?;
         if sig.len() != SIGNATURE_LEN || !valid_sid(sid) {
@@ -73,11 +79,27 @@ impl Signer {
         }
         // Try every key without stopping early, so timing does not tell which key matched.
         let mut ok = subtle::Choice::from(0);
-        for key in &self.keys {
-            ok |= Self::signature(key, sid).ct_eq(sig.as_bytes());
+        let mut current = subtle::Choice::from(0);
+        for (i, key) in self.keys.iter().enumerate() {
+            let matched = Self::signature(key, sid).ct_eq(sig.as_bytes());
+            ok |= matched;
+            if i == 0 {
+                current = matched;
+            }
         }
-        bool::from(ok).then_some(sid)
+        bool::from(ok).then_some(Verified {
+            sid,
+            current: current.into(),
+        })
     }
+}
+
+/// A verified session id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified<'a> {
+    pub sid: &'a str,
+    /// Signed with the first (current) secret.
+    pub current: bool,
 }
 
 /// A session id as express-session and other writers make them: visible ASCII that needs no
@@ -135,7 +157,21 @@ mod tests {
         for v in vectors() {
             let value = cookie::decode_value(cookie_value(&v.set_cookie)).unwrap();
             let rotated = Signer::new(&[b"a newer secret".to_vec(), v.secret.as_bytes().to_vec()]);
-            assert_eq!(rotated.unsign(&value), Some(v.sid.as_str()));
+            assert_eq!(
+                rotated.verify(&value),
+                Some(Verified {
+                    sid: &v.sid,
+                    current: false
+                })
+            );
+            let same = Signer::new(&[v.secret.as_bytes().to_vec()]);
+            assert_eq!(
+                same.verify(&value),
+                Some(Verified {
+                    sid: &v.sid,
+                    current: true
+                })
+            );
             let stranger = Signer::new(&[b"another secret".to_vec()]);
             assert_eq!(stranger.unsign(&value), None);
         }

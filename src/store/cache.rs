@@ -11,13 +11,16 @@ use tokio::time::Instant;
 
 use crate::config::runtime::CacheSettings;
 use crate::metrics::Metrics;
+use crate::session::Session;
 
 /// Counted against `max_bytes` for every entry besides its JSON: key, bookkeeping, moka.
 const ENTRY_OVERHEAD: u64 = 160;
 
 /// One cached session record.
 pub struct Cached {
-    pub json: Arc<str>,
+    pub record: Arc<Session>,
+    /// Size of the stored JSON, for the memory bound.
+    bytes: u64,
     /// When Redis drops the key, as last known: ms after the cache's base instant.
     expires_ms: AtomicU64,
     /// The TTL a touch gives this session (its idle timeout).
@@ -39,7 +42,7 @@ impl SessionCache {
         let entries = moka::sync::Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(|k: &String, v: &Arc<Cached>| {
-                (k.len() as u64 + v.json.len() as u64 + ENTRY_OVERHEAD).min(u32::MAX as u64) as u32
+                (k.len() as u64 + v.bytes + ENTRY_OVERHEAD).min(u32::MAX as u64) as u32
             })
             .time_to_live(settings.ttl)
             .build();
@@ -82,7 +85,8 @@ impl SessionCache {
     pub fn insert(
         &self,
         sid: &str,
-        json: &str,
+        record: Arc<Session>,
+        bytes: usize,
         remaining: Duration,
         own_ttl: Duration,
         generation: u64,
@@ -91,7 +95,8 @@ impl SessionCache {
             return;
         }
         let entry = Arc::new(Cached {
-            json: Arc::from(json),
+            record,
+            bytes: bytes as u64,
             expires_ms: AtomicU64::new(self.now_ms() + remaining.as_millis() as u64),
             own_ttl,
             touch_pending: AtomicBool::new(false),
@@ -158,6 +163,10 @@ impl SessionCache {
 mod tests {
     use super::*;
 
+    fn rec() -> Arc<Session> {
+        Arc::new(Session::parse("{}").unwrap())
+    }
+
     fn cache() -> SessionCache {
         let c = SessionCache::new(
             &CacheSettings {
@@ -176,7 +185,8 @@ mod tests {
         let g = c.generation();
         c.insert(
             "a",
-            "{}",
+            rec(),
+            2,
             Duration::from_secs(10),
             Duration::from_secs(60),
             g,
@@ -186,7 +196,8 @@ mod tests {
         assert!(c.get("a").is_none(), "past the TTL Redis gave it");
         c.insert(
             "b",
-            "{}",
+            rec(),
+            2,
             Duration::from_secs(10),
             Duration::from_secs(60),
             c.generation(),
@@ -202,7 +213,8 @@ mod tests {
         c.invalidated_by_redis("a"); // arrives while the store read is in flight
         c.insert(
             "a",
-            "{\"stale\":1}",
+            rec(),
+            2,
             Duration::from_secs(10),
             Duration::from_secs(60),
             g,
@@ -215,7 +227,8 @@ mod tests {
         let c = cache();
         c.insert(
             "a",
-            "{}",
+            rec(),
+            2,
             Duration::from_secs(10),
             Duration::from_secs(60),
             c.generation(),
@@ -224,7 +237,8 @@ mod tests {
         assert!(c.get("a").is_none());
         c.insert(
             "a",
-            "{}",
+            rec(),
+            2,
             Duration::from_secs(10),
             Duration::from_secs(60),
             c.generation(),
@@ -240,7 +254,8 @@ mod tests {
         let c = cache();
         c.insert(
             "a",
-            "{}",
+            rec(),
+            2,
             Duration::from_secs(600),
             Duration::from_secs(600),
             c.generation(),

@@ -2,14 +2,14 @@
 //! updates follow the same rules as the Redis store.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 // Tokio's clock, so that tests can pause and advance time.
 use tokio::time::Instant;
 
-use super::{Rewrite, SessionStore, StoreError, StoredSession};
+use super::{parse_record, Loaded, Rewrite, SessionStore, StoreError, StoredSession};
 use crate::session::{ExpiryPolicy, Session};
 
 /// Expired records are also dropped in bulk this often, so that sessions nobody asks for
@@ -18,6 +18,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 struct Entry {
     json: String,
+    /// Parsed once when written; `None` if unreadable.
+    record: Option<Arc<Session>>,
     expires: Instant,
     user: Option<String>,
 }
@@ -111,15 +113,20 @@ impl SessionStore for MemoryStore {
         &self,
         sid: &str,
         touch: Option<&ExpiryPolicy>,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Loaded>, StoreError> {
         Ok(self.with(|inner, now| {
             let e = inner.live(sid, now)?;
-            let Some(policy) = touch else {
-                return Some(e.json.clone());
+            let Some(record) = e.record.clone() else {
+                return parse_record(sid, &e.json).map(|record| Loaded {
+                    record,
+                    touched: false,
+                });
             };
-            let Ok(record) = Session::parse(&e.json) else {
-                // Unreadable: the caller reports it; nothing to touch.
-                return Some(e.json.clone());
+            let Some(policy) = touch else {
+                return Some(Loaded {
+                    record,
+                    touched: false,
+                });
             };
             match record.touch_ttl(policy, SystemTime::now()) {
                 None => {
@@ -128,10 +135,11 @@ impl SessionStore for MemoryStore {
                 }
                 Some(ttl) => {
                     let remaining = e.expires.saturating_duration_since(now);
-                    if remaining + policy.touch_interval <= ttl {
+                    let touched = remaining + policy.touch_interval <= ttl;
+                    if touched {
                         e.expires = now + ttl;
                     }
-                    Some(e.json.clone())
+                    Some(Loaded { record, touched })
                 }
             }
         }))
@@ -149,6 +157,7 @@ impl SessionStore for MemoryStore {
                 sid,
                 Entry {
                     json: json.to_owned(),
+                    record: Session::parse(json).ok().map(Arc::new),
                     expires: now + ttl,
                     user: user.map(str::to_owned),
                 },
@@ -166,6 +175,7 @@ impl SessionStore for MemoryStore {
         Ok(self.with(|inner, now| {
             let e = inner.live(sid, now)?;
             let new = f(&e.json)?;
+            e.record = Session::parse(&new).ok().map(Arc::new);
             e.json = new.clone();
             Some(new)
         }))
@@ -248,7 +258,7 @@ mod tests {
             .save("a", "{}", Duration::from_secs(80), None)
             .await
             .unwrap();
-        assert_eq!(store.load("a", None).await.unwrap().as_deref(), Some("{}"));
+        assert!(store.load("a", None).await.unwrap().is_some());
         tokio::time::advance(Duration::from_secs(50)).await;
         store.load("a", Some(&policy(0))).await.unwrap();
         tokio::time::advance(Duration::from_secs(50)).await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::session::ExpiryPolicy;
+use crate::session::{id_prefix, ExpiryPolicy, Session};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -28,6 +28,25 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("the session store failed: {0}")]
     Backend(String),
+}
+
+/// A session as loaded: parsed once, and shared with the cache that may hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub record: Arc<Session>,
+    /// Its TTL was pushed by this load (or the push is on its way).
+    pub touched: bool,
+}
+
+/// Parses a stored record; an unreadable one is reported and counts as no session.
+pub(crate) fn parse_record(sid: &str, json: &str) -> Option<Arc<Session>> {
+    match Session::parse(json) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(sid = id_prefix(sid), error = %e, "unreadable session record; treating it as no session");
+            None
+        }
+    }
 }
 
 /// A session as listed for its user.
@@ -51,7 +70,7 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         sid: &str,
         touch: Option<&ExpiryPolicy>,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<Loaded>, StoreError>;
     /// Writes a new record with a TTL and adds it to its user's index.
     async fn save(
         &self,

@@ -21,27 +21,29 @@ use tokio::sync::mpsc;
 
 use super::cache::SessionCache;
 use super::tracking::{Tracking, TOUCH_BATCH};
-use super::{Rewrite, SessionStore, StoreError, StoredSession};
+use super::{parse_record, Loaded, Rewrite, SessionStore, StoreError, StoredSession};
 use crate::config::runtime::{redact_url, CacheSettings};
 use crate::config::RedisSettings;
 use crate::metrics::Metrics;
 use crate::session::{epoch_ms, ExpiryPolicy};
 
-/// What the load script answers: the record, its TTL left and its own TTL (seconds).
-type Loaded = Option<(String, i64, i64)>;
+/// What the load script answers: the record, its TTL left, its own TTL (seconds), and
+/// whether it was touched.
+type Answer = Option<(String, i64, i64, i64)>;
 
 /// GET, and with a policy: the session's own TTL (cookie.originalMaxAge or the idle
 /// timeout), cut by the absolute deadline (expired: DEL, nil); EXPIRE when the TTL has
-/// fallen by more than the interval, and the user's index with it. Returns
-/// `{record, ttl left, own ttl}` (the record is '' when ARGV[8] is 'quiet': a touch only).
+/// fallen by more than the interval, and the user's index with it (GT: indexes only grow;
+/// they got their first TTL when written). Returns `{record, ttl left, own ttl, touched}`
+/// (the record is '' when ARGV[8] is 'quiet': a touch only).
 const LOAD_TOUCH: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local out = v
 if ARGV[8] == 'quiet' then out = '' end
-if ARGV[1] == '' then return {out, redis.call('TTL', KEYS[1]), 0} end
+if ARGV[1] == '' then return {out, redis.call('TTL', KEYS[1]), 0, 0} end
 local ok, s = pcall(cjson.decode, v)
-if not ok or type(s) ~= 'table' then return {out, redis.call('TTL', KEYS[1]), 0} end
+if not ok or type(s) ~= 'table' then return {out, redis.call('TTL', KEYS[1]), 0, 0} end
 local ttl = tonumber(ARGV[1])
 local c = s['cookie']
 if type(c) == 'table' and type(c['originalMaxAge']) == 'number' and c['originalMaxAge'] > 0 then
@@ -61,14 +63,14 @@ if abs > 0 and type(meta) == 'table' and type(meta['created']) == 'number' then
   end
   if left < ttl then ttl = left end
 end
-local remaining = redis.call('TTL', KEYS[1])
-if remaining >= 0 and remaining + tonumber(ARGV[2]) > ttl then return {out, remaining, ttl} end
-redis.call('EXPIRE', KEYS[1], ttl)
-if idx then
-  redis.call('EXPIRE', idx, ttl, 'NX')
-  redis.call('EXPIRE', idx, ttl, 'GT')
+local interval = tonumber(ARGV[2])
+if interval > 0 then
+  local remaining = redis.call('TTL', KEYS[1])
+  if remaining >= 0 and remaining + interval > ttl then return {out, remaining, ttl, 0} end
 end
-return {out, ttl, ttl}
+redis.call('EXPIRE', KEYS[1], ttl)
+if idx then redis.call('EXPIRE', idx, ttl, 'GT') end
+return {out, ttl, ttl, 1}
 "#;
 
 /// SET a new session and add it to its user's index (KEYS[2], optional).
@@ -90,6 +92,11 @@ if KEYS[3] then
   local score = redis.call('ZSCORE', KEYS[3], ARGV[1]) or ARGV[3]
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[3], score, ARGV[2])
+  local t = redis.call('TTL', KEYS[2])
+  if t > 0 then
+    redis.call('EXPIRE', KEYS[3], t, 'NX')
+    redis.call('EXPIRE', KEYS[3], t, 'GT')
+  end
 end
 return 1
 "#;
@@ -329,7 +336,7 @@ async fn send_touches(
                 true,
             ));
         }
-        let results: redis::RedisResult<Vec<Loaded>> =
+        let results: redis::RedisResult<Vec<Answer>> =
             match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
                 Ok(r) => r,
                 Err(_) => Err(redis::RedisError::from((
@@ -343,7 +350,7 @@ async fn send_touches(
                     Metrics::inc(&metrics.cache_touches);
                     tracking.cache.touched(
                         sid,
-                        r.map(|(_, left, _)| Duration::from_secs(left.max(0) as u64)),
+                        r.map(|(_, left, _, _)| Duration::from_secs(left.max(0) as u64)),
                     );
                 }
             }
@@ -369,16 +376,20 @@ impl SessionStore for RedisStore {
         &self,
         sid: &str,
         touch: Option<&ExpiryPolicy>,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Loaded>, StoreError> {
         let cache = self.cache();
         if let Some((cache, touches)) = cache {
             if let Some(hit) = cache.get(sid) {
-                if let Some(p) = touch {
-                    if cache.touch_due(&hit, p.touch_interval) {
-                        let _ = touches.send((sid.to_owned(), p.clone()));
+                let touched = match touch {
+                    Some(p) if cache.touch_due(&hit, p.touch_interval) => {
+                        touches.send((sid.to_owned(), p.clone())).is_ok()
                     }
-                }
-                return Ok(Some(hit.json.to_string()));
+                    _ => false,
+                };
+                return Ok(Some(Loaded {
+                    record: hit.record.clone(),
+                    touched,
+                }));
             }
         }
         let generation = cache.map(|(c, _)| c.generation());
@@ -391,7 +402,7 @@ impl SessionStore for RedisStore {
             false,
         );
         let mut conn = self.connection()?;
-        let loaded: Loaded = self
+        let answer: Answer = self
             .bounded(async move {
                 match cmd.query_async(&mut conn).await {
                     // After a Redis restart the script cache is empty: load it once, retry.
@@ -410,7 +421,10 @@ impl SessionStore for RedisStore {
                 }
             })
             .await?;
-        let Some((json, remaining, own)) = loaded else {
+        let Some((json, remaining, own, touched)) = answer else {
+            return Ok(None);
+        };
+        let Some(record) = parse_record(sid, &json) else {
             return Ok(None);
         };
         if let (Some((cache, _)), Some(generation)) = (cache, generation) {
@@ -420,14 +434,18 @@ impl SessionStore for RedisStore {
                 let own = if own > 0 { own } else { remaining };
                 cache.insert(
                     sid,
-                    &json,
+                    record.clone(),
+                    json.len(),
                     Duration::from_secs(remaining as u64),
                     Duration::from_secs(own as u64),
                     generation,
                 );
             }
         }
-        Ok(Some(json))
+        Ok(Some(Loaded {
+            record,
+            touched: touched == 1,
+        }))
     }
 
     async fn save(

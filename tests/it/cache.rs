@@ -207,7 +207,11 @@ async fn touches_are_throttled_with_the_cache() {
     let key = format!("sess:{}", sid_of(&c));
     c.get("/account/").await;
     for _ in 0..20 {
-        c.get("/account/").await;
+        let r = c.get("/account/").await;
+        assert!(
+            r.set_cookie("connect.sid").is_none(),
+            "the cookie rolls with the TTL, not more often"
+        );
     }
     assert_eq!(
         metrics(admin).await["sessiongate_cache_touches_total"],
@@ -215,7 +219,11 @@ async fn touches_are_throttled_with_the_cache() {
         "no touch within the interval"
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    c.get("/account/").await;
+    let r = c.get("/account/").await;
+    assert!(
+        r.set_cookie("connect.sid").unwrap().contains("Max-Age=600"),
+        "a due touch rolls the cookie"
+    );
     until(admin, "sessiongate_cache_touches_total", |v| v == 1).await;
     let ttl = redis.ttl(&key);
     assert!(ttl >= 599, "the batched touch pushed the TTL: {ttl}");
@@ -226,5 +234,42 @@ async fn touches_are_throttled_with_the_cache() {
         metrics(admin).await["sessiongate_cache_touches_total"],
         1,
         "one touch per interval"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retired_secret_cookie_is_resigned_even_between_touches() {
+    let redis = Redis::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(
+        GateBuilder::new()
+            .redis(&redis)
+            .cache()
+            .admin(ADMIN)
+            .secrets(&[SECRET, OLD_SECRET]),
+        &[&app],
+    )
+    .start();
+    until(gate.admin.unwrap(), "sessiongate_cache_live", |v| v == 1).await;
+    let sid = "RetiredSecretSession0123456789ab";
+    let mut c = gate.client();
+    c.cookie = Some(plant_session(
+        &redis,
+        OLD_SECRET,
+        sid,
+        json!({"user": "x"}),
+        Some(600_000),
+    ));
+    c.get("/account/").await;
+    assert_eq!(
+        express_unsign(SECRET, c.cookie.as_deref().unwrap()).as_deref(),
+        Some(sid),
+        "re-signed with the current secret"
+    );
+    let r = c.get("/account/").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.set_cookie("connect.sid").is_none(),
+        "and then left alone until a touch is due"
     );
 }
