@@ -94,6 +94,7 @@ const ALL_ROWS: &[&str] = &[
     "auth-cache",
     "express",
     "express-defaults",
+    "invalidation",
 ];
 
 impl Opts {
@@ -1131,9 +1132,90 @@ fn run(opts: &Opts) {
         }
         rows.push(row);
     }
+    let invalidation = if opts.wants("invalidation") {
+        invalidation_delay(&spec, &mut ctx.redis, 50)
+    } else {
+        String::new()
+    };
     drop(upstream);
 
-    report(opts, &rows);
+    report(opts, &rows, &invalidation);
+}
+
+/// How soon a session ended elsewhere (deleted in Redis, as an express app's `destroy()` or
+/// another gate does) stops being served from a gate's local cache: the session is served
+/// from the cache, deleted, and the gate polled until it answers 401. Each figure is an
+/// upper bound: it includes one HTTP request to the gate on a fresh connection.
+fn invalidation_delay(spec: &GateSpec<'_>, redis: &mut Redis, rounds: usize) -> String {
+    let (gate, port) = start_gate(spec, "gate-invalidation", Cache::On);
+    let mut delays = Vec::with_capacity(rounds);
+    let mut cached_rounds = 0;
+    for _ in 0..rounds {
+        let cookie = login(port);
+        let value = cookie.split_once('=').unwrap().1;
+        let decoded = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .unwrap()
+            .into_owned();
+        let sid = decoded
+            .strip_prefix("s:")
+            .unwrap()
+            .rsplit_once('.')
+            .unwrap()
+            .0
+            .to_string();
+        // Warm the cache, and check that it serves: no Redis command for the last requests.
+        for _ in 0..3 {
+            assert_eq!(
+                probe(port, "GET", "/api/data", &[("Cookie", &cookie)])
+                    .unwrap()
+                    .status,
+                200
+            );
+        }
+        let before: u64 = redis.command_calls().values().sum();
+        assert_eq!(
+            probe(port, "GET", "/api/data", &[("Cookie", &cookie)])
+                .unwrap()
+                .status,
+            200
+        );
+        if redis.command_calls().values().sum::<u64>() == before {
+            cached_rounds += 1;
+        }
+        let start = Instant::now();
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("sess:{sid}"))
+            .query(&mut redis.con)
+            .unwrap();
+        loop {
+            if probe(port, "GET", "/api/data", &[("Cookie", &cookie)])
+                .unwrap()
+                .status
+                == 401
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the gate kept serving a deleted session"
+            );
+        }
+        delays.push(start.elapsed());
+    }
+    drop(gate);
+    delays.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let line = format!(
+        "Revocation reaching a gate's local cache ({rounds} sessions, {cached_rounds} of them served from the cache before the delete): \
+         median {:.3} ms, p90 {:.3} ms, max {:.3} ms from the Redis `DEL` to the gate's first 401 \
+         (each an upper bound: it includes one HTTP request on a new connection).",
+        ms(delays[rounds / 2]),
+        ms(delays[rounds * 9 / 10]),
+        ms(delays[rounds - 1]),
+    );
+    eprintln!("load bench: {line}");
+    line
 }
 
 fn start_nginx(tmp: &Path, upstream: u16) -> (Proc, u16) {
@@ -1491,7 +1573,7 @@ const ROW_NOTES: &[(&str, &str)] = &[
     ("express-defaults", "the same app with http-proxy-middleware's default agent: a new upstream connection per request, as most deployments run it."),
 ];
 
-fn report(opts: &Opts, rows: &[Row]) {
+fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
     let verdicts = targets(rows);
     let public_rps = rows.iter().find(|r| r.key == "public").and_then(Row::rps);
 
@@ -1578,6 +1660,8 @@ fn report(opts: &Opts, rows: &[Row]) {
     println!("Redis commands per request (INFO commandstats; script-internal calls included):");
     print!("{breakdown}");
     println!();
+    println!("{invalidation}");
+    println!();
     println!("Targets:");
     for v in &verdicts {
         println!("  [{}] {}", verdict_word(v), v.text);
@@ -1602,6 +1686,7 @@ fn report(opts: &Opts, rows: &[Row]) {
          Redis commands per request (INFO commandstats before and after the measured window; \
          commands run inside Lua scripts count too, INFO itself does not):\n\n\
          {breakdown}\n\
+         ## Cache invalidation\n\n{invalidation}\n\n\
          ## Targets\n\n{verdict_md}\n\
          ## Machine\n\n{machine_md}\n\
          ![req/s per row](load.svg)\n"
