@@ -311,6 +311,14 @@ impl GateBuilder {
         self
     }
 
+    /// Redis when given, else the embedded store: for tests that run on both.
+    pub fn store(self, r: Option<&Redis>) -> Self {
+        match r {
+            Some(r) => self.redis(r),
+            None => self,
+        }
+    }
+
     pub fn secrets(mut self, s: &[&str]) -> Self {
         self.secrets = s.iter().map(|s| s.to_string()).collect();
         self

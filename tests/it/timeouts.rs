@@ -13,10 +13,7 @@ fn short_lived(b: GateBuilder) -> GateBuilder {
 
 async fn absolute_beats_rolling(redis: Option<&Redis>) {
     let app = Upstream::start("app").await;
-    let mut b = short_lived(GateBuilder::new());
-    if let Some(r) = redis {
-        b = b.redis(r);
-    }
+    let b = short_lived(GateBuilder::new().store(redis));
     let gate = standard(b, &[&app]).start();
     let mut c = gate.client();
     login(&mut c, "alice", &[]).await;
@@ -59,10 +56,9 @@ async fn absolute_timeout_beats_rolling_in_memory() {
 
 async fn idle_expires(redis: Option<&Redis>) {
     let app = Upstream::start("app").await;
-    let mut b = GateBuilder::new().session(r#"idle_timeout = "1s""#);
-    if let Some(r) = redis {
-        b = b.redis(r);
-    }
+    let b = GateBuilder::new()
+        .session(r#"idle_timeout = "1s""#)
+        .store(redis);
     let gate = standard(b, &[&app]).start();
     let mut c = gate.client();
     login(&mut c, "alice", &[]).await;

@@ -11,10 +11,7 @@ fn enc(v: &str) -> String {
 
 async fn concurrent_updates_all_land(redis: Option<&Redis>) {
     let app = Upstream::start("app").await;
-    let mut b = GateBuilder::new();
-    if let Some(r) = redis {
-        b = b.redis(r);
-    }
+    let b = GateBuilder::new().store(redis);
     let gate = standard(b, &[&app]).start();
     let mut c = gate.client();
     login(&mut c, "alice", &["reader"]).await;
@@ -112,10 +109,7 @@ async fn an_update_keeps_the_ttl_and_reaches_identity_headers() {
 
 async fn regenerate(redis: Option<&Redis>) {
     let app = Upstream::start("app").await;
-    let mut b = GateBuilder::new();
-    if let Some(r) = redis {
-        b = b.redis(r);
-    }
+    let b = GateBuilder::new().store(redis);
     let gate = standard(b, &[&app]).start();
     let mut c = gate.client();
     login(&mut c, "alice", &["reader"]).await;
