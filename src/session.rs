@@ -51,6 +51,15 @@ pub struct ExpiryPolicy {
     pub user_field: String,
 }
 
+impl ExpiryPolicy {
+    /// The touch interval for a session whose TTL is `ttl`: never more than half of it, so
+    /// that an active session is always pushed before it runs out, however short its idle
+    /// timeout against the configured interval.
+    pub fn interval_for(&self, ttl: Duration) -> Duration {
+        self.touch_interval.min(ttl / 2)
+    }
+}
+
 /// The first characters of a session id: enough to correlate log lines, never enough to use.
 pub fn id_prefix(sid: &str) -> &str {
     sid.get(..6).unwrap_or("")

@@ -135,7 +135,7 @@ impl SessionStore for MemoryStore {
                 }
                 Some(ttl) => {
                     let remaining = e.expires.saturating_duration_since(now);
-                    let touched = remaining + policy.touch_interval <= ttl;
+                    let touched = remaining + policy.interval_for(ttl) <= ttl;
                     if touched {
                         e.expires = now + ttl;
                     }

@@ -63,7 +63,8 @@ if abs > 0 and type(meta) == 'table' and type(meta['created']) == 'number' then
   end
   if left < ttl then ttl = left end
 end
-local interval = tonumber(ARGV[2])
+-- Never more than half the TTL, so an active session is pushed before it runs out.
+local interval = math.min(tonumber(ARGV[2]), math.floor(ttl / 2))
 if interval > 0 then
   local remaining = redis.call('TTL', KEYS[1])
   if remaining >= 0 and remaining + interval > ttl then return {out, remaining, ttl, 0} end
@@ -381,7 +382,7 @@ impl SessionStore for RedisStore {
         if let Some((cache, touches)) = cache {
             if let Some(hit) = cache.get(sid) {
                 let touched = match touch {
-                    Some(p) if cache.touch_due(&hit, p.touch_interval) => {
+                    Some(p) if cache.touch_due(&hit, p.interval_for(hit.own_ttl)) => {
                         touches.send((sid.to_owned(), p.clone())).is_ok()
                     }
                     _ => false,

@@ -273,3 +273,32 @@ async fn a_retired_secret_cookie_is_resigned_even_between_touches() {
         "and then left alone until a touch is due"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_active_session_outlives_an_idle_timeout_shorter_than_the_touch_interval() {
+    let redis = Redis::start();
+    let app = Upstream::start("app").await;
+    // The cache's default touch interval (1 minute) is far longer than this idle timeout.
+    let gate = standard(
+        GateBuilder::new()
+            .redis(&redis)
+            .cache()
+            .admin(ADMIN)
+            .session(r#"idle_timeout = "2s""#),
+        &[&app],
+    )
+    .start();
+    until(gate.admin.unwrap(), "sessiongate_cache_live", |v| v == 1).await;
+    let mut c = gate.client();
+    login(&mut c, "alice", &[]).await;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(4500) {
+        assert_eq!(
+            c.get("/account/").await.status,
+            200,
+            "active at {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
