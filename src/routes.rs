@@ -4,7 +4,31 @@
 
 use http::Method;
 
-use crate::config::RouteSettings;
+/// What a route demands of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A session with a user, else 401 or a login redirect.
+    Required,
+    /// Identity when there is a session; none otherwise.
+    Optional,
+    /// No session lookup at all.
+    Public,
+}
+
+/// One `[[route]]`, validated.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Normalised prefix, without a trailing slash (`""` for the root route).
+    pub prefix: String,
+    pub host: Option<HostPattern>,
+    pub methods: Option<Vec<Method>>,
+    /// Index into the config's upstreams (and the gate's pools).
+    pub upstream: usize,
+    pub auth: AuthMode,
+    pub login_redirect: Option<String>,
+    pub issue_sessions: bool,
+    pub method_override: bool,
+}
 
 /// `example.com` or `*.example.com` (any subdomain, not the apex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,26 +64,94 @@ impl HostPattern {
     }
 }
 
-/// Lower-cases a `Host` header value and drops its port and trailing dot.
-pub fn host_without_port(host: &str) -> String {
-    let h = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
+/// Why a `Host` (or an absolute-form authority) was refused (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("more than one Host header")]
+    Repeated,
+    #[error("the host is not a DNS name, an IPv4 address or a bracketed IPv6 address")]
+    Invalid,
+    #[error("the port is not a number from 0 to 65535")]
+    Port,
+    #[error("an HTTP/1.1 request needs a Host header")]
+    Missing,
+}
+
+/// Checks a `Host` value (`name[:port]`, `[v6][:port]`) and returns the host to route on:
+/// lower case, without port or trailing dot. `Ok(None)` for an empty value, which HTTP allows
+/// for a target without authority.
+pub fn parse_host(value: &str) -> Result<Option<String>, HostError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or(HostError::Invalid)?;
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(HostError::Invalid);
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(HostError::Invalid)?),
+        };
+        (&value[..v6.len() + 2], port)
     } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+        match value.split_once(':') {
+            Some((_, p)) if p.contains(':') => return Err(HostError::Port),
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HostError::Port);
+        }
+        if p.parse::<u32>().map_or(true, |n| n > 65535) {
+            return Err(HostError::Port);
+        }
+    }
+    if !host.starts_with('[') {
+        let name = host.strip_suffix('.').unwrap_or(host);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(HostError::Invalid);
+        }
+    }
+    Ok(Some(host.trim_end_matches('.').to_ascii_lowercase()))
+}
+
+/// The standard methods ([RFC 9110 section 9] and PATCH), which are case-sensitive: `post`
+/// is not POST, but some upstreams (Werkzeug, for one) read it as POST.
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// A method that spells a standard method in another case (`post`, `Delete`).
+pub fn is_case_variant(method: &Method) -> bool {
+    let m = method.as_str();
+    STANDARD_METHODS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(m) && *s != m)
 }
 
 #[derive(Debug)]
 pub struct RouteTable {
     /// Indices into the config's routes, most specific first.
     order: Vec<usize>,
-    routes: Vec<RouteSettings>,
+    routes: Vec<Route>,
     case_sensitive: bool,
 }
 
 impl RouteTable {
-    pub fn new(routes: Vec<RouteSettings>, case_sensitive: bool) -> Self {
+    pub fn new(routes: Vec<Route>, case_sensitive: bool) -> Self {
         let mut order: Vec<usize> = (0..routes.len()).collect();
         order.sort_by_key(|&i| {
             let r = &routes[i];
@@ -72,7 +164,7 @@ impl RouteTable {
         }
     }
 
-    pub fn get(&self, index: usize) -> &RouteSettings {
+    pub fn get(&self, index: usize) -> &Route {
         &self.routes[index]
     }
 
@@ -85,7 +177,7 @@ impl RouteTable {
                 && r.host
                     .as_ref()
                     .is_none_or(|p| host.is_some_and(|h| p.matches(h)))
-                && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
+                && r.methods.as_ref().is_none_or(|ms| allows(ms, method))
         })
     }
 
@@ -104,13 +196,18 @@ impl RouteTable {
     }
 }
 
+/// HEAD is a GET without the body: wherever GET is allowed, HEAD is too (else a HEAD would
+/// fall through to a less specific route than the GET it stands for).
+fn allows(methods: &[Method], method: &Method) -> bool {
+    methods.contains(method) || (method == Method::HEAD && methods.contains(&Method::GET))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file::AuthMode;
 
-    fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> RouteSettings {
-        RouteSettings {
+    fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Route {
+        Route {
             prefix: prefix.trim_end_matches('/').into(),
             host: host.map(|h| HostPattern::parse(h).unwrap()),
             methods,
@@ -118,6 +215,7 @@ mod tests {
             auth: AuthMode::Public,
             login_redirect: None,
             issue_sessions: false,
+            method_override: false,
         }
     }
 
@@ -166,8 +264,48 @@ mod tests {
 
     #[test]
     fn host_header_forms() {
-        assert_eq!(host_without_port("Example.COM:8080"), "example.com");
-        assert_eq!(host_without_port("example.com."), "example.com");
-        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        let host = |v| parse_host(v).map(|h| h.unwrap());
+        assert_eq!(host("Example.COM:8080").as_deref(), Ok("example.com"));
+        assert_eq!(host("example.com.").as_deref(), Ok("example.com"));
+        assert_eq!(host("[::1]:80").as_deref(), Ok("[::1]"));
+        assert_eq!(host("10.0.0.1").as_deref(), Ok("10.0.0.1"));
+        assert_eq!(parse_host(""), Ok(None));
+        for bad in ["a:1:2", "example.com:80:80", "a:", "a:99999", "a:x"] {
+            assert_eq!(parse_host(bad), Err(HostError::Port), "{bad}");
+        }
+        for bad in [
+            "a b", "a/b", "a@b", ".", "a..b", "[::1", "[x]", "[::1]x", "a%2eb", "é.com",
+        ] {
+            assert!(parse_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn head_goes_where_get_goes() {
+        let t = RouteTable::new(
+            vec![
+                route("/", None, None),
+                route("/export/", None, Some(vec![Method::GET])),
+            ],
+            false,
+        );
+        assert_eq!(t.find(None, &Method::HEAD, "/export/x"), Some(1));
+        assert_eq!(t.find(None, &Method::POST, "/export/x"), Some(0));
+    }
+
+    #[test]
+    fn case_variants_of_standard_methods_are_recognised() {
+        for m in ["post", "Delete", "gEt", "head"] {
+            assert!(
+                is_case_variant(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        for m in ["POST", "PROPFIND", "purge"] {
+            assert!(
+                !is_case_variant(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
     }
 }

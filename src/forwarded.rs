@@ -1,0 +1,224 @@
+//! Who the client is, when proxies stand in front of the gate: `server.trusted_proxies`.
+//!
+//! A peer the operator did not list is the client itself: whatever it says in
+//! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` or `X-Real-IP` is
+//! removed, and the upstream gets the gate's own view (the peer's address, the scheme it
+//! connected with, the host the gate routed on). A listed peer (a load balancer the operator
+//! runs) is believed: its `X-Forwarded-For` is appended to, its `X-Forwarded-Proto` decides
+//! `secure = "auto"`, and the client is the nearest address in the chain that is not itself
+//! a trusted proxy. `Forwarded` (RFC 7239) is never passed on: upstreams that read it would
+//! otherwise get a second, unchecked view.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+
+/// The request headers this module owns on the way upstream.
+pub const HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// `server.trusted_proxies`: the networks whose forwarding headers are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Self(nets)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn nets(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+/// An IPv4 peer on a dual-stack socket arrives as `::ffff:a.b.c.d`: match it as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What the gate knows about the client of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientView {
+    /// The client's address: the peer, or behind trusted proxies the nearest untrusted
+    /// address they reported.
+    pub ip: Option<IpAddr>,
+    /// The client used HTTPS: to the gate, or (behind a trusted proxy) to that proxy.
+    pub https: bool,
+    /// The `X-Forwarded-For` chain the upstream gets (the trusted proxies' chain, then the
+    /// peer); `None` without a peer address.
+    forwarded_for: Option<String>,
+}
+
+impl ClientView {
+    /// Reads the request as it arrived from `peer` (`tls`: over a TLS listener).
+    pub fn read(
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
+        tls: bool,
+        trusted: &TrustedProxies,
+    ) -> Self {
+        let Some(peer) = peer.map(canonical) else {
+            return ClientView {
+                ip: None,
+                https: tls,
+                forwarded_for: None,
+            };
+        };
+        if !trusted.contains(peer) {
+            return ClientView {
+                ip: Some(peer),
+                https: tls,
+                forwarded_for: Some(peer.to_string()),
+            };
+        }
+        // Every X-Forwarded-For value, in order, as one chain.
+        let chain: Vec<String> = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        // The client: walking from the nearest hop, the first address that is not a trusted
+        // proxy (an unparseable entry stops the walk: nothing beyond it can be believed).
+        let mut ip = peer;
+        for hop in chain.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(a) if trusted.contains(a) => ip = canonical(a),
+                Ok(a) => {
+                    ip = canonical(a);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let proto_https = req
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        let mut forwarded_for = chain.join(", ");
+        if !forwarded_for.is_empty() {
+            forwarded_for.push_str(", ");
+        }
+        forwarded_for.push_str(&peer.to_string());
+        ClientView {
+            ip: Some(ip),
+            https: tls || proto_https,
+            forwarded_for: Some(forwarded_for),
+        }
+    }
+
+    /// Replaces the forwarding headers of the upstream request with the gate's view; `host`
+    /// is the host the gate routed on.
+    pub fn write(&self, upstream: &mut RequestHeader, host: Option<&str>) {
+        for h in HEADERS {
+            upstream.remove_header(*h);
+        }
+        // Set from values that were headers or addresses: never invalid.
+        if let Some(ff) = &self.forwarded_for {
+            let _ = upstream.insert_header("x-forwarded-for", ff.as_str());
+        }
+        let _ = upstream.insert_header(
+            "x-forwarded-proto",
+            if self.https { "https" } else { "http" },
+        );
+        if let Some(ip) = self.ip {
+            let _ = upstream.insert_header("x-real-ip", ip.to_string());
+        }
+        if let Some(host) = host {
+            let _ = upstream.insert_header("x-forwarded-host", host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ])
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_says() {
+        let r = req(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "1.2.3.4"),
+        ]);
+        let v = ClientView::read(&r, Some("203.0.113.9".parse().unwrap()), false, &trusted());
+        assert_eq!(v.ip, Some("203.0.113.9".parse().unwrap()));
+        assert!(!v.https);
+        let mut up = r.clone();
+        v.write(&mut up, Some("example.com"));
+        assert_eq!(up.headers["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(up.headers["x-forwarded-proto"], "http");
+        assert_eq!(up.headers["x-real-ip"], "203.0.113.9");
+        assert_eq!(up.headers["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn a_trusted_peer_is_believed_and_appended_to() {
+        let r = req(&[
+            ("x-forwarded-for", "198.51.100.7, 10.1.2.3"),
+            ("X-Forwarded-For", "10.9.9.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let v = ClientView::read(
+            &r,
+            Some("::ffff:10.0.0.5".parse().unwrap()),
+            false,
+            &trusted(),
+        );
+        assert_eq!(v.ip, Some("198.51.100.7".parse().unwrap()));
+        assert!(v.https);
+        let mut up = r.clone();
+        v.write(&mut up, None);
+        assert_eq!(
+            up.headers["x-forwarded-for"],
+            "198.51.100.7, 10.1.2.3, 10.9.9.9, 10.0.0.5"
+        );
+        assert_eq!(up.headers["x-real-ip"], "198.51.100.7");
+    }
+
+    #[test]
+    fn the_walk_stops_at_the_first_untrusted_or_unreadable_hop() {
+        let r = req(&[("x-forwarded-for", "1.1.1.1, garbage, 192.0.2.1, 10.0.0.7")]);
+        let v = ClientView::read(&r, Some("10.0.0.1".parse().unwrap()), true, &trusted());
+        assert_eq!(v.ip, Some("192.0.2.1".parse().unwrap()));
+        assert!(v.https, "TLS to the gate is HTTPS whatever the header says");
+    }
+}

@@ -1,0 +1,134 @@
+//! What a request is routed on, read once and checked before any route is chosen: the
+//! request target's form, the method, the host (an absolute-form authority, else `Host`), the
+//! canonical path ([`crate::path`]), and the credentials in the token header. Whatever an
+//! upstream could read differently is refused here with a [`RequestError`].
+
+use http::{header, Method};
+use pingora::http::RequestHeader;
+
+use crate::error::RequestError;
+use crate::identity::METHOD_OVERRIDE_HEADERS;
+use crate::path::{NormalPath, PathPolicy, RequestTarget};
+use crate::routes::{is_case_variant, parse_host, HostError, RouteTable};
+use crate::sessions::{Sessions, TokenHeader};
+
+/// What a request is routed on, checked and canonical.
+pub struct Target {
+    pub path: NormalPath,
+    pub query: Option<String>,
+    /// An absolute-form target's authority.
+    pub authority: Option<String>,
+    /// The host to route on: lower case, without port.
+    pub host: Option<String>,
+}
+
+impl Target {
+    /// Checks what the gate routes on and returns it canonical; `None` for `OPTIONS *`.
+    pub fn read(
+        req: &RequestHeader,
+        policy: &PathPolicy,
+        sessions: &Sessions,
+    ) -> Result<Option<Target>, RequestError> {
+        if is_case_variant(&req.method) {
+            return Err(RequestError::MethodCase(req.method.to_string()));
+        }
+        let RequestTarget::Path {
+            path,
+            query,
+            authority,
+        } = RequestTarget::parse(req.method == Method::OPTIONS, req.raw_path())?
+        else {
+            return Ok(None);
+        };
+        let path = policy.normalize(path)?;
+
+        // The host routed on is the host the upstream sees: an absolute-form target's
+        // authority replaces `Host` (RFC 9112 section 3.2.2), and goes upstream as `Host`.
+        let mut hosts = req.headers.get_all(header::HOST).iter();
+        let host_header = hosts.next();
+        if hosts.next().is_some() {
+            return Err(HostError::Repeated.into());
+        }
+        let authority = authority.or_else(|| req.uri.authority().map(|a| a.as_str()));
+        let host = match (authority, host_header) {
+            (Some(a), _) => parse_host(a)?,
+            (None, Some(h)) => parse_host(h.to_str().map_err(|_| HostError::Invalid)?)?,
+            (None, None) if req.version == http::Version::HTTP_11 => {
+                return Err(HostError::Missing.into())
+            }
+            (None, None) => None,
+        };
+
+        if sessions.token_header(req) == TokenHeader::Mixed {
+            return Err(RequestError::MixedCredentials);
+        }
+        Ok(Some(Target {
+            path,
+            query: query.map(str::to_owned),
+            authority: authority.map(str::to_owned),
+            host,
+        }))
+    }
+
+    /// On a route with `method_override`, an override header must name a method that this
+    /// same route serves: the override never moves a request to another rule. `path` is the
+    /// target's canonical path.
+    pub fn check_method_override(
+        host: Option<&str>,
+        path: &NormalPath,
+        req: &RequestHeader,
+        routes: &RouteTable,
+        index: usize,
+    ) -> Result<(), RequestError> {
+        if !routes.get(index).method_override {
+            return Ok(());
+        }
+        for (name, value) in &req.headers {
+            let canonical = crate::identity::canonical_header_name(name.as_str());
+            if !METHOD_OVERRIDE_HEADERS.contains(&canonical.as_str()) {
+                continue;
+            }
+            let method = Method::from_bytes(value.as_bytes())
+                .map_err(|_| RequestError::MethodOverride("not a method".into()))?;
+            if is_case_variant(&method) {
+                return Err(RequestError::MethodOverride(format!("`{method}`")));
+            }
+            if routes.find(host, &method, &path.matched) != Some(index) {
+                return Err(RequestError::MethodOverride(format!(
+                    "`{method}` is served by another route"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+}
+
+/// A state-changing request sent by another site: `Sec-Fetch-Site: cross-site`, or an
+/// `Origin` whose host is not the one the request was sent to.
+pub fn cross_site(req: &RequestHeader) -> bool {
+    if req
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return true;
+    }
+    match (
+        req.headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok()),
+        request_host(req),
+    ) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
