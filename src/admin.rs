@@ -1,13 +1,16 @@
 //! The admin API, on a listener of its own (loopback by default), never on the public one.
-//! Every request needs `Authorization: Bearer <token>`, compared in constant time.
+//! Every request needs `Authorization: Bearer <token>`, compared in constant time, except the
+//! health probes ([`crate::probes`]), which carry no secret.
 //!
 //! | request | answer |
 //! |---|---|
+//! | `GET /healthz` | 200 `{"status":"ok"}` while the process serves (no token) |
+//! | `GET /readyz` | 200 when ready for traffic; 503 while the store is down or draining (no token) |
 //! | `GET /sessions/count` | `{"count": n}` |
-//! | `GET /metrics` | Prometheus text: cache hits, misses, invalidations, store errors |
+//! | `GET /metrics` | Prometheus text: requests, latencies, sessions, upstream health, cache ([`crate::metrics`]) |
 //! | `GET /users/{user}/sessions` | `{"user": …, "sessions": [{id_prefix, created, last_seen, expires, user_agent, ip}]}` |
 //! | `DELETE /users/{user}/sessions` | `{"revoked": n}`: log the user out everywhere |
-//! | `DELETE /users/{user}/sessions/{id_prefix}` | `{"revoked": 1}`; 404 none, 409 ambiguous |
+//! | `DELETE /users/{user}/sessions/{id_prefix}` | `{"revoked": 1}`; 400 under 4 characters, 404 none, 409 ambiguous |
 //!
 //! Whole session ids are never shown: a prefix names a session among its user's.
 
@@ -22,21 +25,49 @@ use subtle::ConstantTimeEq;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
+use crate::probes::{self, Draining};
 use crate::sessions::{RevokeError, Sessions};
 use crate::store::StoreError;
+use crate::upstreams::Pool;
+
+/// The `[admin]` settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: String,
+    pub token: Vec<u8>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
 
 pub struct AdminApi {
     sessions: Sessions,
     metrics: Arc<Metrics>,
+    /// The running config's pools, for their servers' health in the metrics.
+    pools: Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>,
+    draining: Arc<Draining>,
     /// SHA-256 of the token, so that the comparison takes the same time whatever its length.
     token_hash: [u8; 32],
 }
 
 impl AdminApi {
-    pub fn new(sessions: Sessions, token: &[u8], metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        sessions: Sessions,
+        token: &[u8],
+        metrics: Arc<Metrics>,
+        pools: Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>,
+        draining: Arc<Draining>,
+    ) -> Self {
         Self {
             sessions,
             metrics,
+            pools,
+            draining,
             token_hash: Sha256::digest(token).into(),
         }
     }
@@ -50,8 +81,11 @@ impl AdminApi {
     }
 
     async fn route(&self, method: &Method, path: &str) -> (StatusCode, Value) {
+        // Only the leading slash goes: `/users/u/sessions/` has an empty fourth segment (an
+        // empty id prefix), and must not read as `/users/u/sessions`.
         let segments: Vec<String> = path
-            .trim_matches('/')
+            .strip_prefix('/')
+            .unwrap_or(path)
             .split('/')
             .map(|s| {
                 percent_encoding::percent_decode_str(s)
@@ -61,25 +95,26 @@ impl AdminApi {
             .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let result = match (method, segs.as_slice()) {
-            (&Method::GET, ["sessions", "count"]) => self
-                .sessions
-                .store()
-                .count()
-                .await
-                .map(|n| json!({ "count": n })),
+            (&Method::GET, ["sessions", "count"]) => {
+                self.sessions.count().await.map(|n| json!({ "count": n }))
+            }
             (&Method::GET, ["users", user, "sessions"]) => self
                 .sessions
                 .list_user(user)
                 .await
                 .map(|s| json!({ "user": user, "sessions": s })),
-            (&Method::DELETE, ["users", user, "sessions"]) => self
-                .sessions
-                .revoke_user(user)
-                .await
-                .map(|n| json!({ "revoked": n })),
+            (&Method::DELETE, ["users", user, "sessions"]) => {
+                self.sessions.revoke_user(user).await.map(|n| {
+                    self.metrics.sessions_revoked.inc_by(n as u64);
+                    json!({ "revoked": n })
+                })
+            }
             (&Method::DELETE, ["users", user, "sessions", prefix]) => {
                 return match self.sessions.revoke_one(user, prefix).await {
-                    Ok(()) => (StatusCode::OK, json!({ "revoked": 1 })),
+                    Ok(()) => {
+                        self.metrics.sessions_revoked.inc();
+                        (StatusCode::OK, json!({ "revoked": 1 }))
+                    }
                     Err(RevokeError::Store(e)) => store_failed(&e),
                     Err(e @ RevokeError::NotFound(_)) => (
                         StatusCode::NOT_FOUND,
@@ -88,6 +123,10 @@ impl AdminApi {
                     Err(e @ RevokeError::Ambiguous(_)) => (
                         StatusCode::CONFLICT,
                         json!({ "error": "ambiguous", "message": e.to_string() }),
+                    ),
+                    Err(e @ RevokeError::TooShort) => (
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "bad_prefix", "message": e.to_string() }),
                     ),
                 };
             }
@@ -117,13 +156,23 @@ fn store_failed(e: &StoreError) -> (StatusCode, Value) {
 impl ServeHttp for AdminApi {
     async fn response(&self, http: &mut ServerSession) -> Response<Vec<u8>> {
         let req = http.req_header();
+        if req.method == Method::GET {
+            let probe = match req.uri.path() {
+                "/healthz" => Some((200, json!({ "status": "ok" }))),
+                "/readyz" => Some(probes::readiness(&self.draining, &self.sessions).await),
+                _ => None,
+            };
+            if let Some((status, body)) = probe {
+                return json_response(StatusCode::from_u16(status).expect("a valid status"), body);
+            }
+        }
         let authorized = self.authorized(
             req.headers
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
         );
         if authorized && req.method == Method::GET && req.uri.path() == "/metrics" {
-            let body = self.metrics.render().into_bytes();
+            let body = self.metrics.render(&(self.pools)()).into_bytes();
             return Response::builder()
                 .header("content-type", "text/plain; version=0.0.4")
                 .header("content-length", body.len())
@@ -139,15 +188,24 @@ impl ServeHttp for AdminApi {
             let (method, path) = (req.method.clone(), req.uri.path().to_string());
             self.route(&method, &path).await
         };
-        let body = body.to_string().into_bytes();
-        let mut resp = Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .header("cache-control", "no-store")
-            .header("content-length", body.len());
+        let mut resp = json_response(status, body);
         if status == StatusCode::UNAUTHORIZED {
-            resp = resp.header("www-authenticate", "Bearer");
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
         }
-        resp.body(body).expect("static headers are valid")
+        resp
     }
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Vec<u8>> {
+    let body = body.to_string().into_bytes();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .header("content-length", body.len())
+        .body(body)
+        .expect("static headers are valid")
 }

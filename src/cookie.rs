@@ -6,6 +6,59 @@ use std::time::{Duration, SystemTime};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+/// The `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+
+    /// express-session's `cookie.sameSite` as a record stores it: a name in any case, or
+    /// `true` for Strict.
+    pub fn from_record(v: &serde_json::Value) -> Option<SameSite> {
+        match v {
+            serde_json::Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "lax" => Some(SameSite::Lax),
+                "strict" => Some(SameSite::Strict),
+                "none" => Some(SameSite::None),
+                _ => None,
+            },
+            serde_json::Value::Bool(true) => Some(SameSite::Strict),
+            _ => None,
+        }
+    }
+}
+
+/// When cookies get `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secure {
+    Always,
+    Never,
+    /// Only when the client reached the gate over TLS.
+    Auto,
+}
+
+/// The `[session.cookie]` settings: the attributes of cookies the gate makes.
+#[derive(Debug, Clone)]
+pub struct CookiePolicy {
+    pub path: String,
+    pub domain: Option<String>,
+    pub http_only: bool,
+    pub secure: Secure,
+    pub same_site: Option<SameSite>,
+    pub max_age: Option<Duration>,
+}
+
 /// What `encodeURIComponent` leaves alone.
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -50,7 +103,7 @@ pub struct Attributes {
     pub domain: Option<String>,
     pub http_only: bool,
     pub secure: bool,
-    pub same_site: Option<String>,
+    pub same_site: Option<SameSite>,
     /// `None` makes a browser-session cookie.
     pub max_age: Option<Duration>,
 }
@@ -92,8 +145,8 @@ fn push_flags(out: &mut String, attrs: &Attributes) {
     if attrs.secure {
         out.push_str("; Secure");
     }
-    if let Some(s) = &attrs.same_site {
-        let _ = write!(out, "; SameSite={s}");
+    if let Some(s) = attrs.same_site {
+        let _ = write!(out, "; SameSite={}", s.as_str());
     }
 }
 
@@ -125,7 +178,7 @@ mod tests {
             domain: None,
             http_only: true,
             secure: true,
-            same_site: Some("Lax".into()),
+            same_site: Some(SameSite::Lax),
             max_age: Some(Duration::from_secs(60)),
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);

@@ -9,11 +9,32 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use serde_json::Value;
 
-use crate::config::runtime::IdentitySettings;
-use crate::session::Session;
+use crate::record::SessionRecord;
+
+/// The `[identity]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySettings {
+    /// Injected header -> JSON pointer into the session.
+    pub headers: Vec<(HeaderName, String)>,
+    /// Extra header names removed from client requests, in canonical form.
+    pub strip: Vec<String>,
+}
 
 /// Headers that only the gate and its upstreams may speak: clients never get to send them.
-const INTERNAL_HEADERS: &[&str] = crate::lifecycle::HEADERS;
+const INTERNAL_HEADERS: &[&str] = crate::directives::HEADERS;
+
+/// Forwarding headers (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`, `X-Real-IP`): the
+/// gate writes its own ([`crate::forwarded`]), so no client spelling may reach an upstream.
+/// express with `trust proxy`, and many frameworks like it, believe them.
+const FORWARDED_HOST_HEADERS: &[&str] = crate::forwarded::HEADERS;
+
+/// Headers that make an upstream treat a request as another method than the one routed on;
+/// removed unless the route has `method_override = true`.
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Lower case, `_` read as `-`: the name as a lenient backend would see it.
 pub fn canonical_header_name(name: &str) -> String {
@@ -54,7 +75,11 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(settings: &IdentitySettings) -> Self {
-        let mut strip: Vec<String> = INTERNAL_HEADERS.iter().map(|s| s.to_string()).collect();
+        let mut strip: Vec<String> = INTERNAL_HEADERS
+            .iter()
+            .chain(FORWARDED_HOST_HEADERS)
+            .map(|s| s.to_string())
+            .collect();
         strip.extend(
             settings
                 .headers
@@ -70,15 +95,19 @@ impl Identity {
         }
     }
 
-    /// Removes every spelling of every identity and internal header.
-    pub fn strip_request(&self, req: &mut RequestHeader) {
+    /// Removes every spelling of every identity, internal and forwarded-host header, and of
+    /// the method-override headers unless the route lets them through.
+    pub fn strip_request(&self, req: &mut RequestHeader, keep_method_override: bool) {
         let doomed: Vec<HeaderName> = req
             .headers
             .keys()
             .filter(|name| {
-                self.strip
-                    .iter()
-                    .any(|c| spells(name.as_str().as_bytes(), c.as_bytes()))
+                let name = name.as_str().as_bytes();
+                self.strip.iter().any(|c| spells(name, c.as_bytes()))
+                    || (!keep_method_override
+                        && METHOD_OVERRIDE_HEADERS
+                            .iter()
+                            .any(|c| spells(name, c.as_bytes())))
             })
             .cloned()
             .collect();
@@ -89,7 +118,7 @@ impl Identity {
 
     /// Adds the configured headers from the session. Values that are absent, objects, or that
     /// hold control characters are not sent.
-    pub fn inject(&self, session: &Session, req: &mut RequestHeader) {
+    pub fn inject(&self, session: &SessionRecord, req: &mut RequestHeader) {
         for (name, pointer) in &self.inject {
             let Some(value) = session.pointer(pointer).and_then(render) else {
                 continue;
@@ -150,18 +179,37 @@ mod tests {
             ("X_USER_ROLES", "c"),
             ("x-forwarded_user", "d"),
             ("X-Session-Issue", "{}"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("forwarded", "host=evil.example"),
+            ("x_forwarded_host", "evil.example"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("X_Method_Override", "DELETE"),
             ("x-keep", "e"),
         ] {
             req.append_header(k.to_string(), v).unwrap();
         }
-        identity().strip_request(&mut req);
+        let mut kept = req.clone();
+        identity().strip_request(&mut req, false);
         let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-keep"]);
+        identity().strip_request(&mut kept, true);
+        let mut left: Vec<&str> = kept.headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "x-http-method",
+                "x-http-method-override",
+                "x-keep",
+                "x_method_override"
+            ]
+        );
     }
 
     #[test]
     fn injects_rendered_values_and_refuses_control_characters() {
-        let session = Session::parse(
+        let session = SessionRecord::parse(
             &json!({"user": "alice\r\nX-Admin: 1", "roles": ["a", "b", 3], "id": 42}).to_string(),
         )
         .unwrap();

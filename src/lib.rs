@@ -1,31 +1,63 @@
 //! sessiongate: a reverse proxy on Pingora that enforces express-session compatible web
 //! sessions at the edge, once, for every backend.
 //!
-//! A request's path (see [`proxy`] for the whole of it): the path is normalised and routed;
-//! on protected routes the signed cookie ([`signing`], [`cookie`]) names a session that is
-//! loaded from the [`store`]; client-sent identity headers are always stripped and the real
-//! ones injected ([`identity`]); the request goes to a server of the route's pool
-//! ([`upstreams`]); on the way back the upstream may issue or destroy the session, and rolling
-//! sessions get a fresh cookie.
+//! A request's path (see [`proxy`] for the whole of it): the request target, host and path
+//! are checked and made canonical ([`path`], [`routes`]) and a route is chosen; on protected
+//! routes the signed cookie ([`signing`], [`cookie`]) names a session that the session
+//! service ([`sessions`]) loads from the [`store`]; client-sent identity headers are always
+//! stripped and the real ones injected ([`identity`]); the request goes to a server of the
+//! route's pool ([`upstreams`]); on the way back the upstream's [`directives`] may issue,
+//! change or destroy the session, and rolling sessions get a fresh cookie. Every refusal is
+//! one [`error::RequestError`]. The [`config`] is assembled from the settings types these
+//! modules own; nothing but `config` reads the file's types.
+//!
+//! Modules are private to the crate. What the binary, the tests and the benches use is
+//! re-exported below.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod config;
-pub mod cookie;
-pub mod identity;
-pub mod lifecycle;
-pub mod metrics;
-pub mod path;
-pub mod proxy;
-pub mod respond;
-pub mod routes;
-pub mod server;
-pub mod session;
-pub mod sessions;
-pub mod signing;
-pub mod store;
-pub mod upstreams;
+pub(crate) mod access_log;
+pub(crate) mod admin;
+pub(crate) mod config;
+pub(crate) mod cookie;
+pub(crate) mod directives;
+pub(crate) mod error;
+pub(crate) mod forwarded;
+pub(crate) mod head;
+pub(crate) mod identity;
+pub(crate) mod metrics;
+pub(crate) mod path;
+pub(crate) mod probes;
+pub(crate) mod proxy;
+pub(crate) mod record;
+pub(crate) mod request;
+pub(crate) mod request_id;
+pub(crate) mod respond;
+pub(crate) mod routes;
+pub(crate) mod runtime;
+pub(crate) mod server;
+pub(crate) mod sessions;
+pub(crate) mod signing;
+pub(crate) mod store;
+pub(crate) mod upstreams;
 
-pub use config::Config;
-pub use server::GateServer;
+pub use access_log::{AccessFormat, LogFormat, LogSettings, Sink as AccessLogSink};
+pub use config::{Config, ConfigError};
+pub use server::{offline_sessions, GateServer, OfflineError};
+pub use sessions::{Listed, RevokeError, Sessions};
+pub use store::StoreSettings;
+
+/// The per-request building blocks the proxy calls, for the hot-path benches: the benches
+/// measure these very functions, not copies of them.
+pub mod hot_path {
+    pub use crate::cookie::{decode_value, encode_value, values, CookiePolicy, SameSite, Secure};
+    pub use crate::identity::{Identity, IdentitySettings};
+    pub use crate::path::{normalize_path, PathPolicy};
+    pub use crate::record::SessionRecord;
+    pub use crate::routes::{AuthMode, HostPattern, Route, RouteTable};
+    pub use crate::signing::Signer;
+    pub use crate::store::MemoryStore;
+}
+
+/// What the demo example needs beyond the gate itself.
+pub use record::new_session_id;

@@ -1,3 +1,6 @@
+//! The `sessiongate` binary: `run` (the default) starts the gate, `check` validates and
+//! explains a config, `sessions list|revoke|count` works on a shared store from outside.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,9 +10,7 @@ use clap::{Parser, Subcommand};
 /// markedly faster than the system allocator (see the load bench).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use sessiongate::config::StoreSettings;
-use sessiongate::sessions::Sessions;
-use sessiongate::{store, Config, GateServer};
+use sessiongate::{offline_sessions, Config, GateServer, LogFormat};
 
 /// A reverse proxy that enforces express-session compatible web sessions at the edge.
 #[derive(Parser)]
@@ -24,6 +25,11 @@ struct Cli {
         default_value = "proxy.toml"
     )]
     config: PathBuf,
+    /// Take the listening sockets from the running gate (zero-downtime upgrade): start this
+    /// process, then send SIGQUIT to the old one, which hands them over on
+    /// `server.upgrade_socket` and drains.
+    #[arg(long, global = true)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -61,22 +67,37 @@ enum SessionsAction {
     Count,
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// The diagnostic log on stderr, in the config's `[log] format`; the filter is
+/// `SESSIONGATE_LOG` (default `info`).
+fn diagnostics(format: LogFormat) -> tracing::Dispatch {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SESSIONGATE_LOG")
                 .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).finish().into(),
+        LogFormat::Text => logs.finish().into(),
+    }
+}
+
+fn main() -> ExitCode {
+    use tracing_subscriber::util::SubscriberInitExt;
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
+    // The config says how to log; what reading it logs goes out as text.
+    let loaded = tracing::dispatcher::with_default(&diagnostics(LogFormat::Text), || {
+        Config::load(&cli.config)
+    });
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    // Pingora's own `log` records come through too.
+    let _ = diagnostics(config.log.format).try_init();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
             print!("{}", config.describe());
@@ -94,8 +115,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => {
-            tracing::info!(config = %cli.config.display(), listen = ?config.listen, "sessiongate starting");
-            match GateServer::new(config) {
+            tracing::info!(config = %cli.config.display(), listen = ?config.listen, upgrade = cli.upgrade, "sessiongate starting");
+            match GateServer::from_file(&cli.config, cli.upgrade) {
                 Ok(gate) => {
                     gate.run();
                     ExitCode::SUCCESS
@@ -111,22 +132,14 @@ fn main() -> ExitCode {
 
 fn sessions_command(config: Config, action: SessionsAction) -> anyhow::Result<String> {
     use std::fmt::Write;
-    if matches!(config.store, StoreSettings::Memory) {
-        anyhow::bail!("the embedded memory store lives inside the running gate; use its admin API ([admin] in the config)");
-    }
-    let store = store::from_settings(
-        &config.store,
-        &config.session.prefix,
-        &config.session.index_prefix,
-    );
-    let sessions = Sessions::new(config.session, store);
+    let sessions = offline_sessions(config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut out = String::new();
         match action {
-            SessionsAction::Count => writeln!(out, "{}", sessions.store().count().await?)?,
+            SessionsAction::Count => writeln!(out, "{}", sessions.count().await?)?,
             SessionsAction::List { user } => {
                 let list = sessions.list_user(&user).await?;
                 writeln!(

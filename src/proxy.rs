@@ -1,18 +1,38 @@
 //! The request path through the gate, top to bottom:
 //!
-//! 1. `request_filter`: normalise the path (400 on ambiguous spellings), answer the logout
-//!    path, pick the route (404 when none), and for non-public routes verify the cookie or
-//!    token and load the session, touching it. Store down: 503. No session on a required
-//!    route: 401 or a login redirect.
-//! 2. `upstream_peer`: the next healthy server of the route's pool.
-//! 3. `upstream_request_filter`: strip client-sent identity and internal headers (every
-//!    route), inject identity from the session, forward the normalised path.
+//! 1. `request_filter`: check the request target, method, Host and credentials and
+//!    canonicalise the path (400 on anything ambiguous), answer the logout path, pick the
+//!    route (404 when none), and for non-public routes verify the cookie or token and load
+//!    the session, touching it. Store down: 503. No session on a required route: 401 or a
+//!    login redirect.
+//! 2. `upstream_peer`: the next healthy server of the route's pool (any server when none is
+//!    healthy; another one for the single retry of `fail_to_connect`/`error_while_proxy`).
+//! 3. `upstream_request_filter`: strip client-sent identity, internal, forwarded-host and
+//!    method-override headers and session tokens (every route), inject identity from the
+//!    session, forward the canonical path and the host the route was matched on.
 //! 4. `upstream_response_filter`: take the `X-Session-*` directives off the response, and on
 //!    routes allowed to send them issue, update, regenerate or destroy the session.
 //! 5. `response_filter`: `Set-Cookie` (or the token header) for issued, regenerated,
 //!    destroyed and rolling sessions.
+//! 6. `logging`: once per request, however it ended: the access-log line and the request
+//!    metrics.
+//!
+//! Every request has an id ([`crate::request_id`]) from its start: sent upstream as
+//! `X-Request-Id`, returned to the client on every answer (the gate's own too), logged.
+//!
+//! Every refusal is a [`RequestError`], answered by [`Gate::refuse`] (or, once Pingora has
+//! taken over, by `fail_to_proxy`) through the same rendering.
+//!
+//! This file is longer than most on purpose: it is the whole request path, and reads as one
+//! piece. What each phase decides lives elsewhere ([`crate::request`] reads the request,
+//! [`crate::sessions`] carries out session work, [`crate::error`] names every failure);
+//! what stays here is the transport: headers in, headers out.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use async_trait::async_trait;
 use http::{header, Method};
@@ -21,37 +41,62 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use crate::config::file::AuthMode;
-use crate::config::{Config, Secure};
-use crate::identity::Identity;
-use crate::lifecycle::{self, Destroy, Directives};
+use crate::access_log::{AccessLog, Auth, Entry};
+use crate::cookie::Secure;
+use crate::directives::{self, Action};
+use crate::error::RequestError;
+use crate::forwarded::ClientView;
 use crate::metrics::Metrics;
-use crate::path::{normalize_path, NormalPath};
+use crate::path::NormalPath;
+use crate::record::{id_prefix, ClientInfo};
+use crate::request::{cross_site, Target};
+use crate::request_id;
 use crate::respond::Reply;
-use crate::routes::{host_without_port, RouteTable};
-use crate::session::ClientInfo;
-use crate::sessions::{Active, Sessions, Via};
-use crate::store::{OutageLog, SessionStore, StoreError};
-use crate::upstreams::Pool;
+use crate::routes::AuthMode;
+use crate::runtime::Runtime;
+use crate::sessions::{Active, Delivery, Grant, Via};
+use crate::store::OutageLog;
 
 pub struct Gate {
-    routes: RouteTable,
-    pools: Vec<Pool>,
-    sessions: Sessions,
+    /// What requests are served with; a reload swaps it, and each request keeps the one it
+    /// started with.
+    current: Arc<ArcSwap<Runtime>>,
     outage: OutageLog,
     metrics: Arc<Metrics>,
-    identity: Identity,
-    trust_forwarded_proto: bool,
-    retry_after_secs: String,
+    access_log: AccessLog,
 }
 
 /// What one request has learned on its way through the gate.
-#[derive(Default)]
 pub struct RequestCtx {
+    /// The config this request is served with, from its start to its end.
+    rt: Arc<Runtime>,
+    /// When the request head had been read.
+    start: Instant,
+    /// `X-Request-Id`: a trusted proxy's, or a new one.
+    request_id: String,
+    /// How the session was settled; `None` before a route was chosen.
+    auth: Option<Auth>,
+    /// The first characters of the session id the request carried (never the whole id).
+    session_prefix: Option<String>,
+    /// The first connection attempt to an upstream, and the end of its answer.
+    upstream_start: Option<Instant>,
+    upstream_end: Option<Instant>,
     route: Option<usize>,
     path: Option<NormalPath>,
-    /// The client reached the gate over TLS (or a trusted proxy said so).
-    https: bool,
+    /// The query, as the client sent it.
+    query: Option<String>,
+    /// The authority of an absolute-form target: the upstream's `Host`, as routed on.
+    authority: Option<String>,
+    /// Why the request failed in a phase after `request_filter`, for `fail_to_proxy`.
+    error: Option<RequestError>,
+    /// The client as the gate sees it (through trusted proxies).
+    client: Option<ClientView>,
+    /// Servers of the pool already tried for this request.
+    tried: Vec<SocketAddr>,
+    /// Whether the one retry was spent.
+    retried: bool,
+    /// The upstream's response has begun: nothing may be retried any more.
+    responded: bool,
     /// The verified session, until the upstream replaces or destroys it.
     active: Option<Active>,
     set_cookies: Vec<String>,
@@ -61,20 +106,15 @@ pub struct RequestCtx {
 
 impl Gate {
     pub fn new(
-        config: Config,
-        pools: Vec<Pool>,
-        store: Arc<dyn SessionStore>,
+        current: Arc<ArcSwap<Runtime>>,
         metrics: Arc<Metrics>,
+        access_log: AccessLog,
     ) -> Self {
         Self {
-            routes: RouteTable::new(config.routes, config.case_sensitive_paths),
-            pools,
-            retry_after_secs: config.store.retry_after().as_secs().max(1).to_string(),
-            sessions: Sessions::new(config.session, store),
+            current,
             outage: OutageLog::default(),
             metrics,
-            identity: Identity::new(&config.identity),
-            trust_forwarded_proto: config.trust_forwarded_proto,
+            access_log,
         }
     }
 }
@@ -84,50 +124,97 @@ impl ProxyHttp for Gate {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            rt: self.current.load_full(),
+            start: Instant::now(),
+            request_id: request_id::generate(),
+            auth: None,
+            session_prefix: None,
+            upstream_start: None,
+            upstream_end: None,
+            route: None,
+            path: None,
+            query: None,
+            authority: None,
+            error: None,
+            client: None,
+            tried: Vec::new(),
+            retried: false,
+            responded: false,
+            active: None,
+            set_cookies: Vec::new(),
+            token: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.https = self.client_https(session);
-        let req = session.req_header();
-        let path = match normalize_path(req.uri.path()) {
-            Ok(p) => p,
-            Err(e) => {
-                return Reply::error(400, "bad_path", &e.to_string())
-                    .send(session)
-                    .await
+        let rt = ctx.rt.clone();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if peer.is_some_and(|p| rt.trusted_proxies.contains(p)) {
+            if let Some(id) = request_id::from_trusted(session.req_header()) {
+                ctx.request_id = id;
             }
+        }
+        ctx.client = Some(ClientView::read(
+            session.req_header(),
+            peer,
+            tls,
+            &rt.trusted_proxies,
+        ));
+        let req = session.req_header();
+        let target = match Target::read(req, &rt.path_policy, &rt.sessions) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                // `OPTIONS *` asks about the server; the gate answers for it.
+                let reply =
+                    Reply::new(200).header("allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
+                return self.answer(session, ctx, reply).await;
+            }
+            Err(e) => return self.refuse(session, ctx, e).await,
         };
-        if self.sessions.settings.logout_path.as_deref() == Some(path.decoded.as_str()) {
+        // The path as the upstream would get it: what the access log shows.
+        ctx.path = Some(target.path);
+        let target_path = ctx.path.as_ref().expect("just set");
+        if rt.sessions.settings.logout_path.as_deref() == Some(target_path.matched.as_str()) {
             return self.logout(session, ctx).await;
         }
-        let host = request_host(req).map(host_without_port);
-        let Some(index) = self
+        let req = session.req_header();
+        let Some(index) = rt
             .routes
-            .find(host.as_deref(), &req.method, &path.decoded)
+            .find(target.host.as_deref(), &req.method, &target_path.matched)
         else {
-            return Reply::error(404, "no_route", "no route serves this path")
-                .send(session)
-                .await;
+            return self.refuse(session, ctx, RequestError::NoRoute).await;
         };
-        let route = self.routes.get(index);
+        if let Err(e) = Target::check_method_override(
+            target.host.as_deref(),
+            target_path,
+            req,
+            &rt.routes,
+            index,
+        ) {
+            return self.refuse(session, ctx, e).await;
+        }
+        let route = rt.routes.get(index);
         ctx.route = Some(index);
-        ctx.path = Some(path);
+        ctx.query = target.query;
+        ctx.authority = target.authority;
         if route.auth == AuthMode::Public {
+            ctx.auth = Some(Auth::Public);
             return Ok(false);
         }
 
-        let loaded = match self.sessions.load(session.req_header()).await {
-            Ok(loaded) => {
-                self.outage.succeeded();
-                loaded
-            }
-            Err(e) => return self.store_unavailable(session, &e).await,
+        let loaded = match self.lookup(session, ctx).await {
+            Ok(loaded) => loaded,
+            Err(e) => return self.refuse(session, ctx, e.into()).await,
         };
         // `required` means a user: a session an app keeps for an anonymous visitor (a cart,
         // express's saveUninitialized) is not a login.
         let loaded = loaded.filter(|a| {
-            route.auth != AuthMode::Required || self.sessions.user_of(&a.record).is_some()
+            route.auth != AuthMode::Required || rt.sessions.user_of(&a.record).is_some()
         });
         match loaded {
             Some(active) => {
@@ -139,21 +226,71 @@ impl ProxyHttp for Gate {
         }
     }
 
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let took = ctx.start.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route.map(|i| ctx.rt.routes.get(i));
+        let route_label = route.map(|r| {
+            if r.prefix.is_empty() {
+                "/"
+            } else {
+                r.prefix.as_str()
+            }
+        });
+        let upstream_took = ctx.upstream_start.map(|s| {
+            ctx.upstream_end
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(s)
+        });
+        let auth = ctx.auth.map_or("none", Auth::as_str);
+        self.metrics
+            .request(route_label.unwrap_or("none"), status, auth, took);
+        if let (Some(route), Some(d)) = (route, upstream_took) {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[ctx.rt.pools[route.upstream].name.as_str()])
+                .observe(d.as_secs_f64());
+        }
+        if !self.access_log.enabled() {
+            return;
+        }
+        let method = session.req_header().method.as_str().to_owned();
+        self.access_log.write(&Entry {
+            time: SystemTime::now(),
+            request_id: &ctx.request_id,
+            client: ctx.client.as_ref().and_then(|c| c.ip),
+            method: &method,
+            path: ctx.path.as_ref().map(|p| p.upstream.as_str()),
+            route: route_label,
+            status,
+            upstream: ctx.tried.last().copied(),
+            duration_ms: took,
+            upstream_ms: upstream_took,
+            auth: ctx.auth,
+            session: ctx.session_prefix.as_deref(),
+            bytes: session.body_bytes_sent(),
+        });
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = self
-            .routes
-            .get(ctx.route.expect("routed in request_filter"));
-        let pool = &self.pools[route.upstream];
-        pool.peer().map(Box::new).ok_or_else(|| {
-            Error::explain(
-                ErrorType::HTTPStatus(502),
-                format!("no healthy server in upstream `{}`", pool.name),
-            )
-        })
+        let rt = ctx.rt.clone();
+        ctx.upstream_start.get_or_insert_with(Instant::now);
+        let route = rt.routes.get(ctx.route.expect("routed in request_filter"));
+        let pool = &rt.pools[route.upstream];
+        let Some(peer) = pool.peer(&ctx.tried) else {
+            return Err(fail(
+                ctx,
+                RequestError::NoHealthyUpstream(pool.name.clone()),
+            ));
+        };
+        if let Some(addr) = peer._address.as_inet() {
+            ctx.tried.push(*addr);
+        }
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -162,42 +299,50 @@ impl ProxyHttp for Gate {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.identity.strip_request(upstream);
+        let rt = ctx.rt.clone();
+        let route = rt.routes.get(ctx.route.expect("routed in request_filter"));
+        rt.identity.strip_request(upstream, route.method_override);
         // A session token is the gate's business, not the upstream's.
-        if let Some(h) = self.sessions.carries_token(session.req_header()) {
+        if let Some(h) = rt.sessions.carries_token(session.req_header()) {
             upstream.remove_header(h);
         }
         if let Some(active) = &ctx.active {
-            self.identity.inject(&active.record, upstream);
+            rt.identity.inject(&active.record, upstream);
         }
-        // The upstream serves exactly the path the route matched.
-        let path = ctx.path.as_ref().expect("routed in request_filter");
-        if upstream.uri.path() != path.encoded || upstream.uri.scheme().is_some() {
-            let target = match upstream.uri.query() {
-                Some(q) => format!("{}?{q}", path.encoded),
-                None => path.encoded.clone(),
-            };
-            let uri = target
-                .parse()
-                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "unrepresentable path"))?;
+        // The upstream serves exactly the path the route matched, as origin-form...
+        let path = &ctx
+            .path
+            .as_ref()
+            .expect("routed in request_filter")
+            .upstream;
+        let target = match &ctx.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        if upstream.raw_path() != target.as_bytes() {
+            let uri = target.parse().map_err(|_| {
+                fail(
+                    ctx,
+                    RequestError::Client("the query cannot be forwarded".into()),
+                )
+            })?;
             upstream.set_uri(uri);
         }
-
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let xff = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {}", addr.ip()),
-                None => addr.ip().to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
+        // ...on the host it was matched on.
+        if let Some(authority) = &ctx.authority {
+            upstream.insert_header(header::HOST, authority.as_str())?;
         }
-        upstream.insert_header(
-            "x-forwarded-proto",
-            if ctx.https { "https" } else { "http" },
-        )?;
+
+        // The forwarding headers: the gate's view, or a trusted proxy's appended to.
+        let host = upstream
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned);
+        if let Some(client) = &ctx.client {
+            client.write(upstream, host.as_deref());
+        }
+        upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         Ok(())
     }
 
@@ -207,28 +352,63 @@ impl ProxyHttp for Gate {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let route = self
-            .routes
-            .get(ctx.route.expect("routed in request_filter"));
-        let directives = match Directives::take(upstream) {
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) if !route.issue_sessions => {
+        let rt = ctx.rt.clone();
+        ctx.responded = true;
+        ctx.upstream_end = Some(Instant::now());
+        let route = rt.routes.get(ctx.route.expect("routed in request_filter"));
+        if !route.issue_sessions {
+            // Whatever the upstream meant, well-formed or not, this route may not say it.
+            if directives::remove(upstream) {
                 tracing::warn!(
                     route = route.prefix,
                     "upstream sent session directives on a route without issue_sessions; ignored"
                 );
-                return Ok(());
             }
-            Ok(Some(d)) => d,
-            Err(e) => {
-                tracing::error!(route = route.prefix, error = %e, "upstream sent a malformed session directive");
-                return Err(Error::explain(ErrorType::HTTPStatus(502), e.to_string()));
-            }
+            return Ok(());
+        }
+        let action = match directives::take(upstream) {
+            Ok(None) => return Ok(()),
+            Ok(Some(action)) => action,
+            Err(e) => return Err(fail(ctx, e.into())),
         };
-        let client = client_info(session);
-        self.apply(directives, session.req_header(), &client, ctx)
-            .await
-            .map_err(|e| self.store_error(&e))
+        let req = session.req_header();
+        let to = Delivery {
+            secure: self.secure(ctx),
+            token: rt.sessions.wants_token(req),
+            client: client_info(session, ctx.client.as_ref()),
+        };
+        let current = rt.sessions.current(ctx.active.take(), req);
+        let counter = match &action {
+            Action::Issue { .. } => Some(&self.metrics.sessions_issued),
+            Action::Destroy(_) => Some(&self.metrics.sessions_destroyed),
+            Action::Modify { .. } => None,
+        };
+        let began = Instant::now();
+        let granted = rt.sessions.apply(action, current, &to).await;
+        self.observe_store("write", began);
+        match granted {
+            Ok(Grant::Keep(active)) => ctx.active = active,
+            Ok(Grant::Cookie(c) | Grant::Expire(c)) => ctx.set_cookies.push(c),
+            Ok(Grant::Token(t)) => ctx.token = Some(t),
+            Err(e) => return Err(fail(ctx, e.into())),
+        }
+        if let Some(counter) = counter {
+            counter.inc();
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            ctx.upstream_end = Some(Instant::now());
+        }
+        Ok(None)
     }
 
     async fn response_filter(
@@ -237,23 +417,25 @@ impl ProxyHttp for Gate {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let rt = ctx.rt.clone();
+        resp.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         for c in ctx.set_cookies.drain(..) {
             resp.append_header(header::SET_COOKIE, c)?;
         }
         if let Some(token) = ctx.token.take() {
-            resp.insert_header(lifecycle::TOKEN, token)?;
+            resp.insert_header(directives::TOKEN, token)?;
         }
         if let Some(active) = &ctx.active {
             // A fresh cookie when the TTL moved (every request unless touches are
             // throttled: the cookie's expiry then follows the store's) or to re-sign it.
-            if self.sessions.settings.rolling
+            if rt.sessions.settings.rolling
                 && active.roll
                 && active.via == Via::Cookie
-                && !self.sets_session_cookie(resp)
+                && !self.sets_session_cookie(&rt, resp)
             {
                 resp.append_header(
                     header::SET_COOKIE,
-                    self.sessions
+                    rt.sessions
                         .set_cookie(&active.sid, &active.record, self.secure(ctx)),
                 )?;
             }
@@ -261,32 +443,71 @@ impl ProxyHttp for Gate {
         Ok(())
     }
 
+    /// Nothing reached the server: any request may go to another server of the pool, once.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if !ctx.retried {
+            ctx.retried = true;
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// The connection failed after the request went out: only a GET or HEAD that has no
+    /// answer yet is sent again (once), and never after a timeout, which is the answer.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer {peer}"));
+        let method = &session.req_header().method;
+        let lost = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        let retry = (method == Method::GET || method == Method::HEAD)
+            && lost
+            && !ctx.retried
+            && !ctx.responded
+            && !session.as_ref().retry_buffer_truncated();
+        if retry {
+            ctx.retried = true;
+        }
+        e.set_retry(retry);
+        e
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => 502,
-                pingora::ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                _ => 500,
-            },
+        let error = match ctx.error.take() {
+            Some(error) => Some(error),
+            None => RequestError::from_pingora(e),
         };
-        if code > 0 {
-            let mut reply = Reply::error(code, error_code(code), &error_message(code, e));
-            if code == 503 {
-                reply = reply.header("retry-after", self.retry_after_secs.clone());
+        let code = match error {
+            Some(error) => {
+                let code = error.status();
+                let reply = self.reply(ctx, error);
+                if let Err(err) = self.answer(session, ctx, reply).await {
+                    tracing::debug!(error = %err, "could not send the error response");
+                }
+                code
             }
-            if let Err(err) = reply.send(session).await {
-                tracing::debug!(error = %err, "could not send the error response");
-            }
-        }
+            // The client went away: nobody to answer.
+            None => 0,
+        };
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
@@ -295,241 +516,158 @@ impl ProxyHttp for Gate {
 }
 
 impl Gate {
-    /// Carries out an upstream's session directives, in this order: log out everywhere or
-    /// destroy; else issue (dropping the old session: no fixation); else regenerate, then
-    /// update.
-    async fn apply(
-        &self,
-        d: Directives,
-        req: &RequestHeader,
-        client: &ClientInfo,
-        ctx: &mut RequestCtx,
-    ) -> Result<(), StoreError> {
-        let secure = self.secure(ctx);
-        // The session the request carried, loaded or (on public routes) only verified.
-        let current = match ctx.active.take() {
-            Some(a) => Some((a.sid, Some(a.record), a.via, a.roll)),
-            None => self
-                .sessions
-                .credential(req)
-                .map(|c| (c.sid, None, c.via, !c.current)),
-        };
-
-        if let Some(kind) = d.destroy {
-            if let Some((sid, record, _, _)) = &current {
-                let user = match record {
-                    Some(r) => self.sessions.user_of(r),
-                    None => self
-                        .sessions
-                        .load(req)
-                        .await?
-                        .and_then(|a| self.sessions.user_of(&a.record)),
-                };
-                match (kind, user) {
-                    (Destroy::AllOfUser, Some(user)) => {
-                        self.sessions.revoke_user(&user).await?;
-                    }
-                    _ => self.sessions.destroy(sid, record.as_deref()).await?,
-                }
-            }
-            let record = current.as_ref().and_then(|(_, r, _, _)| r.as_deref());
-            ctx.set_cookies
-                .push(self.sessions.expire_cookie(record, secure));
-            return Ok(());
-        }
-
-        if let Some(fields) = d.issue {
-            if let Some((sid, record, _, _)) = &current {
-                self.sessions.destroy(sid, record.as_deref()).await?;
-            }
-            let (sid, record) = self
-                .sessions
-                .issue(fields, d.max_age, client, secure)
-                .await?;
-            self.hand_out(req, &sid, &record, ctx, secure);
-            return Ok(());
-        }
-
-        let Some((mut sid, record, via, roll)) = current else {
-            if d.update.is_some() || d.regenerate {
-                tracing::warn!(
-                    "upstream sent a session update for a request without a session; ignored"
-                );
-            }
-            return Ok(());
-        };
-        let mut record = match record {
-            Some(r) => r,
-            None => match self.sessions.load(req).await? {
-                Some(a) => a.record,
-                None => return Ok(()),
-            },
-        };
-        let mut replaced = false;
-        if d.regenerate {
-            match self.sessions.regenerate(&sid, &record).await? {
-                Some(new) => {
-                    sid = new;
-                    replaced = true;
-                }
-                None => return Ok(()),
-            }
-        }
-        if let Some(patch) = d.update {
-            if let Some(updated) = self.sessions.update(&sid, patch).await? {
-                record = updated;
-            }
-        }
-        if replaced {
-            self.hand_out(req, &sid, &record, ctx, secure);
-        } else {
-            ctx.active = Some(Active {
-                sid,
-                record,
-                via,
-                roll,
-            });
-        }
-        Ok(())
-    }
-
-    /// Gives the client a new session: a cookie, or the token when it asked for one.
-    fn hand_out(
-        &self,
-        req: &RequestHeader,
-        sid: &str,
-        record: &crate::session::Session,
-        ctx: &mut RequestCtx,
-        secure: bool,
-    ) {
-        let wants_token = self.sessions.settings.token.is_some()
-            && (req
-                .headers
-                .get(lifecycle::TOKEN)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"request"))
-                || self.sessions.carries_token(req).is_some());
-        if wants_token {
-            ctx.token = Some(self.sessions.token(sid));
-        } else {
-            ctx.set_cookies
-                .push(self.sessions.set_cookie(sid, record, secure));
-        }
-    }
-
     /// The gate's own logout: POST only, same-origin only, so that no cross-site page can log
     /// a user out.
     async fn logout(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = ctx.rt.clone();
         let req = session.req_header();
         if req.method != Method::POST {
-            return Reply::error(405, "method_not_allowed", "log out with POST")
-                .header("allow", "POST")
-                .send(session)
-                .await;
+            let reply = Reply::error(405, "method_not_allowed", "log out with POST")
+                .header("allow", "POST");
+            return self.answer(session, ctx, reply).await;
         }
         if cross_site(req) {
-            return Reply::error(403, "cross_site", "logout must come from this site")
-                .send(session)
-                .await;
+            let reply = Reply::error(403, "cross_site", "logout must come from this site");
+            return self.answer(session, ctx, reply).await;
         }
-        let record = match self.sessions.load(req).await {
+        let record = match self.lookup(session, ctx).await {
             Ok(Some(a)) => {
-                if let Err(e) = self.sessions.destroy(&a.sid, Some(&a.record)).await {
-                    return self.store_unavailable(session, &e).await;
+                let began = Instant::now();
+                let destroyed = rt.sessions.destroy(&a.sid, Some(&a.record)).await;
+                self.observe_store("write", began);
+                if let Err(e) = destroyed {
+                    return self.refuse(session, ctx, e.into()).await;
                 }
+                self.metrics.sessions_destroyed.inc();
                 Some(a.record)
             }
             Ok(None) => None,
-            Err(e) => return self.store_unavailable(session, &e).await,
+            Err(e) => return self.refuse(session, ctx, e.into()).await,
         };
-        let expired = self
+        let expired = rt
             .sessions
             .expire_cookie(record.as_deref(), self.secure(ctx));
-        let reply = match &self.sessions.settings.logout_redirect {
+        let reply = match &rt.sessions.settings.logout_redirect {
             Some(to) => Reply::new(303).header("location", to.clone()),
             None => Reply::new(204),
         };
-        reply
+        let reply = reply
             .header("set-cookie", expired)
-            .header("cache-control", "no-store")
-            .send(session)
-            .await
+            .header("cache-control", "no-store");
+        self.answer(session, ctx, reply).await
+    }
+
+    /// Loads the request's session, noting for the log and the metrics how it was settled.
+    async fn lookup(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Option<crate::sessions::Active>, crate::store::StoreError> {
+        let began = Instant::now();
+        let found = ctx.rt.sessions.lookup(session.req_header()).await;
+        match &found {
+            Ok((active, lookup)) => {
+                self.outage.succeeded();
+                let auth = Auth::from(*lookup);
+                if matches!(auth, Auth::Store | Auth::Expired) {
+                    self.observe_store("load", began);
+                }
+                ctx.auth = Some(auth);
+                ctx.session_prefix = active.as_ref().map(|a| id_prefix(&a.sid).to_owned());
+            }
+            Err(_) => {
+                self.observe_store("load", began);
+                ctx.auth = Some(Auth::StoreError);
+            }
+        }
+        found.map(|(active, _)| active)
+    }
+
+    fn observe_store(&self, op: &str, began: Instant) {
+        self.metrics
+            .store_duration
+            .with_label_values(&[op])
+            .observe(began.elapsed().as_secs_f64());
     }
 
     /// No session on a required route: a login redirect for page loads, 401 otherwise.
     async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
-        let route = self.routes.get(ctx.route.expect("routed"));
+        let rt = ctx.rt.clone();
+        let route = rt.routes.get(ctx.route.expect("routed"));
         let req = session.req_header();
         let page_load = req.method == Method::GET || req.method == Method::HEAD;
         match (&route.login_redirect, page_load) {
             (Some(login), true) => {
                 // The return path is the normalised one: always local, never `//host`.
-                let path = &ctx.path.as_ref().expect("routed").encoded;
-                let back = match req.uri.query() {
+                let path = &ctx.path.as_ref().expect("routed").upstream;
+                let back = match &ctx.query {
                     Some(q) => format!("{path}?{q}"),
                     None => path.clone(),
                 };
                 let sep = if login.contains('?') { '&' } else { '?' };
                 let location = format!(
                     "{login}{sep}{}={}",
-                    self.sessions.settings.return_param,
+                    rt.sessions.settings.return_param,
                     crate::cookie::encode_value(&back)
                 );
-                Reply::new(302)
+                let reply = Reply::new(302)
                     .header("location", location)
-                    .header("cache-control", "no-store")
-                    .send(session)
-                    .await
+                    .header("cache-control", "no-store");
+                self.answer(session, ctx, reply).await
             }
             _ => {
-                Reply::error(401, "unauthenticated", "a valid session is required")
-                    .send(session)
+                self.refuse(session, ctx, RequestError::Unauthenticated)
                     .await
             }
         }
     }
 
-    async fn store_unavailable(&self, session: &mut Session, e: &StoreError) -> Result<bool> {
-        self.outage.failed(e);
-        Metrics::inc(&self.metrics.store_errors);
-        Reply::error(
-            503,
-            "store_unavailable",
-            "the session store is unavailable; retry shortly",
-        )
-        .header("retry-after", self.retry_after_secs.clone())
-        .send(session)
-        .await
+    /// Answers a refused request: the one rendering of every [`RequestError`].
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        e: RequestError,
+    ) -> Result<bool> {
+        let reply = self.reply(ctx, e);
+        self.answer(session, ctx, reply).await
     }
 
-    /// A store failure in the response phase: the 503 is written by `fail_to_proxy`.
-    fn store_error(&self, e: &StoreError) -> Box<Error> {
-        self.outage.failed(e);
-        Metrics::inc(&self.metrics.store_errors);
-        Error::explain(ErrorType::HTTPStatus(503), "session store unavailable")
+    /// Sends one of the gate's own answers, with the request's id.
+    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Result<bool> {
+        reply
+            .header(request_id::HEADER, ctx.request_id.clone())
+            .send(session)
+            .await
     }
 
-    fn client_https(&self, session: &Session) -> bool {
-        session.digest().is_some_and(|d| d.ssl_digest.is_some())
-            || (self.trust_forwarded_proto
-                && session
-                    .req_header()
-                    .headers
-                    .get("x-forwarded-proto")
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
+    /// Logs the error's detail, counts store failures, and builds the client's answer.
+    fn reply(&self, ctx: &RequestCtx, e: RequestError) -> Reply {
+        let rt = &ctx.rt;
+        e.log(&ctx.request_id);
+        if let RequestError::Store(store) = &e {
+            self.outage.failed(store);
+            Metrics::inc(&self.metrics.store_errors);
+        }
+        let reply = Reply::error(e.status(), e.code(), e.message());
+        match e {
+            RequestError::Store(_) => reply.header("retry-after", rt.retry_after_secs.clone()),
+            _ => reply,
+        }
     }
 
     fn secure(&self, ctx: &RequestCtx) -> bool {
-        match self.sessions.settings.cookie.secure {
+        match ctx.rt.sessions.settings.cookie.secure {
             Secure::Always => true,
             Secure::Never => false,
-            Secure::Auto => ctx.https,
+            Secure::Auto => ctx.client.as_ref().is_some_and(|c| c.https),
         }
     }
 
     /// Whether the upstream already sets the session cookie (an express app behind the gate
     /// rolling its own session): then its cookie is the one the client gets.
-    fn sets_session_cookie(&self, resp: &ResponseHeader) -> bool {
-        let name = self.sessions.settings.cookie_name.as_bytes();
+    fn sets_session_cookie(&self, rt: &Runtime, resp: &ResponseHeader) -> bool {
+        let name = rt.sessions.settings.cookie_name.as_bytes();
         resp.headers.get_all(header::SET_COOKIE).iter().any(|v| {
             let v = v.as_bytes();
             v.len() > name.len() && v.starts_with(name) && v[name.len()] == b'='
@@ -537,9 +675,9 @@ impl Gate {
     }
 }
 
-/// The client as the gate saw it: its user agent, and the address it connected from (not a
-/// client-supplied X-Forwarded-For).
-fn client_info(session: &Session) -> ClientInfo {
+/// The client as the gate saw it: its user agent, and its address (the peer's, or behind
+/// trusted proxies the one they reported), never a client-supplied `X-Forwarded-For`.
+fn client_info(session: &Session, view: Option<&ClientView>) -> ClientInfo {
     ClientInfo {
         user_agent: session
             .req_header()
@@ -547,60 +685,13 @@ fn client_info(session: &Session) -> ClientInfo {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        ip: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string()),
+        ip: view.and_then(|v| v.ip).map(|ip| ip.to_string()),
     }
 }
 
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-}
-
-/// A state-changing request sent by another site: `Sec-Fetch-Site: cross-site`, or an
-/// `Origin` whose host is not the one the request was sent to.
-fn cross_site(req: &RequestHeader) -> bool {
-    if req
-        .headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site")
-    {
-        return true;
-    }
-    match (
-        req.headers
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok()),
-        request_host(req),
-    ) {
-        (Some("null"), _) => true,
-        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
-}
-
-fn error_code(status: u16) -> &'static str {
-    match status {
-        400 => "bad_request",
-        502 => "bad_gateway",
-        503 => "store_unavailable",
-        504 => "upstream_timeout",
-        _ => "error",
-    }
-}
-
-fn error_message(status: u16, e: &Error) -> String {
-    match status {
-        502 | 503 => e
-            .context
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "upstream failed".into()),
-        _ => "the request could not be served".into(),
-    }
+/// Records why a phase after `request_filter` failed, for `fail_to_proxy` to answer.
+fn fail(ctx: &mut RequestCtx, e: RequestError) -> Box<Error> {
+    let status = e.status();
+    ctx.error = Some(e);
+    Error::explain(ErrorType::HTTPStatus(status), "request failed")
 }

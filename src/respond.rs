@@ -51,6 +51,8 @@ impl Reply {
             "content-length",
             body.as_ref().map_or(0, |b| b.len()).to_string(),
         )?;
+        // A HEAD answer says how long the body would be, and sends none.
+        let body = body.filter(|_| session.req_header().method != http::Method::HEAD);
         session
             .write_response_header(Box::new(resp), body.is_none())
             .await?;

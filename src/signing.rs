@@ -213,4 +213,91 @@ mod tests {
         assert_eq!(signer.unsign("s:."), None);
         assert_eq!(signer.unsign(""), None);
     }
+
+    mod properties {
+        //! Only the exact express format, signed by a configured secret, verifies; nothing a
+        //! client sends makes the cookie path panic.
+        use super::super::*;
+        use crate::cookie;
+        use proptest::prelude::*;
+
+        fn signers() -> (Signer, Signer, Signer) {
+            let (a, b) = (
+                b"current secret".to_vec(),
+                "retired secrét".as_bytes().to_vec(),
+            );
+            (
+                Signer::new(&[a.clone(), b.clone()]),
+                Signer::new(&[a]),
+                Signer::new(&[b]),
+            )
+        }
+
+        /// A value verifies exactly when one of the secrets signed that very text.
+        fn check(value: &str) -> Result<(), TestCaseError> {
+            let (both, a, b) = signers();
+            match both.verify(value) {
+                Some(v) => prop_assert!(
+                    value == a.sign(v.sid) || value == b.sign(v.sid),
+                    "{value:?} verified but is not a signature"
+                ),
+                None => {
+                    if let Some(sid) = value.strip_prefix("s:").and_then(|b| b.rsplit_once('.')) {
+                        prop_assert!(
+                            !valid_sid(sid.0) || (value != a.sign(sid.0) && value != b.sign(sid.0)),
+                            "{value:?} is a signature but did not verify"
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn sid() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_-]{1,64}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn arbitrary_values_verify_only_as_exact_signatures(value in ".*") {
+                check(&value)?;
+                check(&format!("s:{value}"))?;
+            }
+
+            #[test]
+            fn signed_values_verify_and_every_edit_of_them_does_not(
+                sid in sid(),
+                retired in any::<bool>(),
+                cut in 0usize..200,
+                insert in ".{1,3}",
+                flip in 0usize..200,
+            ) {
+                let (both, a, b) = signers();
+                let good = if retired { b.sign(&sid) } else { a.sign(&sid) };
+                let v = both.verify(&good).expect("a signed value verifies");
+                prop_assert_eq!(v.sid, sid.as_str());
+                prop_assert_eq!(v.current, !retired);
+                // Truncated, extended, or one byte changed: refused unless still exact.
+                let cut = cut % good.len();
+                check(&good[..cut])?;
+                check(&format!("{good}{insert}"))?;
+                check(&format!("{}{insert}{}", &good[..cut], &good[cut..]))?;
+                let mut flipped = good.clone().into_bytes();
+                let i = flip % flipped.len();
+                flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+                check(std::str::from_utf8(&flipped).unwrap())?;
+            }
+
+            #[test]
+            fn any_cookie_header_is_read_without_panicking(header in ".*", name in "[a-z.]{1,10}") {
+                for value in cookie::values(&header, &name) {
+                    if let Some(decoded) = cookie::decode_value(value) {
+                        check(&decoded)?;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -2,10 +2,12 @@
 
 use std::fmt::Write;
 
-use super::file::AuthMode;
-use super::runtime::redact_url;
-use super::{Config, Secure, StoreSettings};
+use super::Config;
+use crate::access_log::{AccessFormat, LogFormat};
+use crate::cookie::Secure;
+use crate::routes::AuthMode;
 use crate::routes::HostPattern;
+use crate::store::{redact_url, StoreSettings};
 
 impl Config {
     pub fn describe(&self) -> String {
@@ -19,6 +21,40 @@ impl Config {
                 let _ = writeln!(o, "  https://{l} (cert {})", t.cert);
             }
         }
+        let h = &self.head;
+        let _ = writeln!(
+            o,
+            "  request heads: at most {} bytes and {} headers (else 431), complete within {} of their first byte (else 408)",
+            h.max_bytes,
+            h.max_headers,
+            humantime::format_duration(h.timeout)
+        );
+        if self.trusted_proxies.is_empty() {
+            let _ = writeln!(o, "trusted proxies: none (every peer is the client)");
+        } else {
+            let nets: Vec<String> = self
+                .trusted_proxies
+                .nets()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            let _ = writeln!(o, "trusted proxies: {}", nets.join(", "));
+        }
+        let p = &self.path_policy;
+        let _ = writeln!(
+            o,
+            "paths: `;` parameters {}, double encoding {}",
+            match p.parameters {
+                crate::path::Parameters::Reject => "refused (400)",
+                crate::path::Parameters::Strip => "stripped",
+                crate::path::Parameters::Keep => "forwarded (routes match without them)",
+            },
+            if p.reject_double_encoding {
+                "refused (400)"
+            } else {
+                "allowed"
+            }
+        );
         let s = &self.session;
         let _ = writeln!(o, "session:");
         let _ = writeln!(
@@ -42,7 +78,7 @@ impl Config {
                 Secure::Never => "never",
                 Secure::Auto => "on HTTPS",
             },
-            c.same_site.unwrap_or("not sent"),
+            c.same_site.map_or("not sent", |s| s.as_str()),
             match c.max_age {
                 Some(m) => format!("max-age {}", humantime::format_duration(m)),
                 None => "browser-session cookie".into(),
@@ -67,7 +103,29 @@ impl Config {
                 let _ = writeln!(
                     o,
                     "  store: redis {} key prefix `{}`, timeout {}",
-                    redact_url(&r.url),
+                    if let Some(sentinel) = &r.sentinel {
+                        format!(
+                            "master `{}` as the sentinels name it ({})",
+                            sentinel.master,
+                            sentinel
+                                .nodes
+                                .iter()
+                                .map(|u| redact_url(u))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else if r.cluster.is_empty() {
+                        redact_url(&r.url)
+                    } else {
+                        format!(
+                            "cluster (seeds {})",
+                            r.cluster
+                                .iter()
+                                .map(|u| redact_url(u))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
                     s.prefix,
                     humantime::format_duration(r.timeout)
                 );
@@ -95,8 +153,31 @@ impl Config {
             let _ = writeln!(o, "  logout: POST {p}");
         }
         if let Some(a) = &self.admin {
-            let _ = writeln!(o, "admin API: http://{} (bearer token)", a.listen);
+            let _ = writeln!(
+                o,
+                "admin API: http://{} (bearer token; /healthz and /readyz without)",
+                a.listen
+            );
         }
+        let _ = writeln!(
+            o,
+            "logs: access log {} on stdout, diagnostic log as {} on stderr",
+            match self.log.access {
+                AccessFormat::Json => "as JSON",
+                AccessFormat::Text => "as text",
+                AccessFormat::Off => "off",
+            },
+            match self.log.format {
+                LogFormat::Json => "JSON",
+                LogFormat::Text => "text",
+            }
+        );
+        let _ = writeln!(
+            o,
+            "SIGTERM: /readyz 503 and {} more of service, then {} for requests in flight",
+            humantime::format_duration(self.drain_delay),
+            humantime::format_duration(self.grace_period)
+        );
         let _ = writeln!(o, "identity headers:");
         for (h, p) in &self.identity.headers {
             let _ = writeln!(o, "  {h} <- session{p}");
@@ -141,10 +222,11 @@ impl Config {
                 "  {host} {}/ [{methods}] -> {}: {auth}{}",
                 r.prefix,
                 self.upstreams[r.upstream].name,
-                if r.issue_sessions {
-                    ", may send session directives"
-                } else {
-                    ""
+                match (r.issue_sessions, r.method_override) {
+                    (true, true) => ", may send session directives, method overrides pass",
+                    (true, false) => ", may send session directives",
+                    (false, true) => ", method overrides pass",
+                    (false, false) => "",
                 }
             );
         }

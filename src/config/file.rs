@@ -1,5 +1,8 @@
 //! `proxy.toml` exactly as an operator writes it.
 //!
+//! A long file of uniform definitions (one struct per table, one documented field per key,
+//! their defaults), kept together so that the whole file format reads in one place.
+//!
 //! These structs only describe the file: every key has a default here, unknown keys are
 //! rejected, and values that need no context (durations, enums) are parsed by serde so that
 //! their errors carry a line. Everything that needs the whole file (an upstream a route names,
@@ -23,11 +26,18 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
 /// instead of waiting with a held connection.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// What a 503 tells clients to wait before retrying when the store is down.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+pub const DEFAULT_RETRY_AFTER: Duration = crate::store::DEFAULT_RETRY_AFTER;
 /// How long shutdown lets in-flight requests finish; Pingora's own default is 300 s.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
 /// How often each upstream server's TCP port is probed.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// A request head (request line and headers) larger than this is answered 431. Browsers send
+/// a few KiB; 32 KiB leaves room for large cookies and tokens.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// More request headers than this is answered 431.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// A request head not complete this long after its first byte is answered 408.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +56,35 @@ pub struct FileConfig {
     pub upstream: Vec<Spanned<UpstreamSection>>,
     #[serde(default)]
     pub route: Vec<Spanned<RouteSection>>,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// Logs: the access log on stdout, the diagnostic log on stderr.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// One line per request on stdout.
+    pub access: AccessLogSetting,
+    /// The diagnostic log's format.
+    pub format: LogFormatSetting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogSetting {
+    Json,
+    Text,
+    #[default]
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatSetting {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,14 +96,53 @@ pub struct ServerSection {
     pub tls: Option<TlsSection>,
     /// Worker threads of the proxy service.
     pub threads: usize,
-    /// Honour `X-Forwarded-Proto: https` from the client when deciding `Secure = "auto"`.
-    /// Only for a gate that sits behind a TLS-terminating proxy that sets the header itself.
-    pub trust_forwarded_proto: bool,
+    /// Removed: `trusted_proxies` replaces it. Kept here only to say so.
+    pub trust_forwarded_proto: Option<Spanned<bool>>,
+    /// Networks (CIDRs) of the proxies in front of the gate, whose `X-Forwarded-*` headers
+    /// are believed. None by default: every peer is the client itself.
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// The unix socket a new process (`sessiongate --upgrade`) takes the listeners from.
+    pub upgrade_socket: Option<Spanned<String>>,
     /// Route paths match case-insensitively, because most web frameworks route that way and a
     /// case-sensitive rule would let `/ACCOUNT/` past a rule for `/account/`.
     pub case_sensitive_paths: bool,
+    /// `;` parameters in path segments (`/account;jsessionid=x/`), which servlet containers
+    /// strip before routing: refused with 400 (`reject`), removed (`strip`), or passed to the
+    /// upstream (`keep`). Routes always match on the path without them.
+    pub path_parameters: PathParameters,
+    /// `%25` followed by two hex digits (`%252e`), which an upstream that decodes twice reads
+    /// as another byte (`.`): refused with 400 (`reject`) or let through (`allow`).
+    pub double_encoding: DoubleEncoding,
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// After SIGTERM, how long the gate goes on accepting requests with `/readyz` answering
+    /// 503, before it stops accepting and starts the grace period.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// The largest request head (request line and headers, in bytes); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// The most headers a request may have; more get 431.
+    pub max_headers: usize,
+    /// How long a request head may take to arrive, from its first byte; slower ones get 408.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PathParameters {
+    #[default]
+    Reject,
+    Strip,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DoubleEncoding {
+    #[default]
+    Reject,
+    Allow,
 }
 
 impl Default for ServerSection {
@@ -73,9 +151,17 @@ impl Default for ServerSection {
             listen: vec![Spanned::new(0..0, DEFAULT_LISTEN.to_string())],
             tls: None,
             threads: 1,
-            trust_forwarded_proto: false,
+            trust_forwarded_proto: None,
+            trusted_proxies: Vec::new(),
+            upgrade_socket: None,
             case_sensitive_paths: false,
+            path_parameters: PathParameters::Reject,
+            double_encoding: DoubleEncoding::Reject,
             grace_period: DEFAULT_GRACE_PERIOD,
+            drain_delay: Duration::ZERO,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -163,7 +249,7 @@ pub struct TokenSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SameSite {
+pub enum SameSiteSetting {
     Lax,
     Strict,
     None,
@@ -192,7 +278,7 @@ pub struct CookieSection {
     pub domain: Option<String>,
     pub http_only: bool,
     pub secure: SecureSetting,
-    pub same_site: SameSite,
+    pub same_site: SameSiteSetting,
     /// Without it the cookie lasts for the browser session and the store keeps `default_ttl`.
     #[serde(with = "humantime_serde")]
     pub max_age: Option<Duration>,
@@ -205,7 +291,7 @@ impl Default for CookieSection {
             domain: None,
             http_only: true,
             secure: SecureSetting::Named(SecureNamed::Auto),
-            same_site: SameSite::Lax,
+            same_site: SameSiteSetting::Lax,
             max_age: None,
         }
     }
@@ -225,6 +311,24 @@ pub struct RedisSection {
     /// PEM CA certificate(s) for `rediss://` servers with a private CA; the system roots
     /// otherwise.
     pub ca_file: Option<Spanned<String>>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, `rediss://…`, ACL user and password
+    /// in the URLs); `url` is not used then.
+    pub cluster: Option<Spanned<Vec<String>>>,
+    /// Redis Sentinel: the sentinels name the master; `url` gives the data nodes'
+    /// credentials, database and TLS (its host is not used).
+    pub sentinel: Option<Spanned<SentinelSection>>,
+}
+
+/// `[redis] sentinel = { master = "mymaster", nodes = ["redis://host:26379"], password = … }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelSection {
+    /// The name the sentinels monitor the master under.
+    pub master: String,
+    /// The sentinels' URLs.
+    pub nodes: Vec<String>,
+    /// The sentinels' own password: `env:NAME`, `file:/path` or the password itself.
+    pub password: Option<String>,
 }
 
 impl Default for RedisSection {
@@ -234,6 +338,8 @@ impl Default for RedisSection {
             timeout: DEFAULT_REDIS_TIMEOUT,
             retry_after: DEFAULT_RETRY_AFTER,
             ca_file: None,
+            cluster: None,
+            sentinel: None,
         }
     }
 }
@@ -302,13 +408,26 @@ pub struct UpstreamSection {
     pub sni: String,
     #[serde(default = "yes")]
     pub health_check: bool,
+    /// Also how often host names in `servers` are resolved again.
     #[serde(default = "default_health_check_interval", with = "humantime_serde")]
     pub health_check_interval: Duration,
+    /// Establishing a connection to a server.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Waiting for the server to answer (each read of the response).
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Each write of the request to the server.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// How long an idle pooled connection to a server is kept.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AuthMode {
+pub enum AuthSetting {
     Required,
     Optional,
     Public,
@@ -324,12 +443,17 @@ pub struct RouteSection {
     /// Methods this route answers; all when absent.
     pub methods: Option<Vec<Spanned<String>>>,
     pub upstream: Spanned<String>,
-    pub auth: AuthMode,
+    pub auth: AuthSetting,
     /// Send unauthenticated GET/HEAD requests here instead of answering 401.
     pub login_redirect: Option<Spanned<String>>,
     /// The upstream may answer `X-Session-Issue` / `X-Session-Destroy`.
     #[serde(default)]
     pub issue_sessions: bool,
+    /// Pass `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override` to this route's
+    /// upstream (they are removed everywhere else). The overriding method must be one this
+    /// same route serves.
+    #[serde(default)]
+    pub method_override: bool,
 }
 
 fn yes() -> bool {
@@ -370,4 +494,16 @@ fn default_return_param() -> String {
 }
 fn default_health_check_interval() -> Duration {
     DEFAULT_HEALTH_CHECK_INTERVAL
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }

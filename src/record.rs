@@ -1,6 +1,8 @@
 //! A session record in connect-redis's layout: one JSON object whose `cookie` member (first)
 //! describes the cookie, followed by the application's fields. Also the expiry arithmetic
 //! that express-session and connect-redis share.
+//!
+//! About half of the file is its tests: the layout must match express byte for byte.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,8 +11,7 @@ use base64::Engine;
 use rand::TryRngCore;
 use serde_json::{Map, Value};
 
-use crate::config::CookieSettings;
-use crate::cookie::Attributes;
+use crate::cookie::{Attributes, CookiePolicy, SameSite};
 
 /// A fresh session id: 24 bytes from the operating system's CSPRNG (192 bits) as 32 URL-safe
 /// base64 characters, the same shape as express-session's `uid-safe` ids.
@@ -49,6 +50,12 @@ pub struct ExpiryPolicy {
     pub touch_interval: Duration,
     /// Top-level field naming the user, for the per-user index.
     pub user_field: String,
+    /// Push the TTL forward on loads (rolling or touching); without it a load only reads
+    /// (and still applies revocations).
+    pub push: bool,
+    /// The longest any session can live: what a user's index and revocation marker are kept
+    /// for when nothing shorter is known.
+    pub max_life: Duration,
 }
 
 impl ExpiryPolicy {
@@ -57,6 +64,22 @@ impl ExpiryPolicy {
     /// timeout against the configured interval.
     pub fn interval_for(&self, ttl: Duration) -> Duration {
         self.touch_interval.min(ttl / 2)
+    }
+}
+
+/// A user id as the per-user index and revocation marker name it, the same on every writer:
+/// a non-empty string as it is; a number as the double express (JavaScript) and Redis's Lua
+/// hold it, rendered without exponent when integral (`12345678901234567` is the double
+/// `12345678901234568`, and Lua's `string.format('%.0f', n)` gives exactly that). Fractional
+/// and non-finite numbers, empty strings and other types name no user.
+pub fn render_user(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => {
+            let f = n.as_f64()?;
+            (f.is_finite() && f.fract() == 0.0).then(|| format!("{f:.0}"))
+        }
+        _ => None,
     }
 }
 
@@ -74,11 +97,11 @@ pub enum SessionError {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Session {
+pub struct SessionRecord {
     data: Map<String, Value>,
 }
 
-impl Session {
+impl SessionRecord {
     pub fn parse(json: &str) -> Result<Self, SessionError> {
         match serde_json::from_str(json)? {
             Value::Object(data) => Ok(Self { data }),
@@ -90,7 +113,7 @@ impl Session {
     /// does. A `cookie` member in `fields` is ignored: the gate owns the cookie.
     pub fn new(
         fields: Map<String, Value>,
-        cookie: &CookieSettings,
+        cookie: &CookiePolicy,
         secure: bool,
         now: SystemTime,
     ) -> Self {
@@ -100,7 +123,7 @@ impl Session {
     /// A new session whose cookie lives `max_age` (a browser-session cookie when `None`).
     pub fn with_max_age(
         fields: Map<String, Value>,
-        cookie: &CookieSettings,
+        cookie: &CookiePolicy,
         max_age: Option<Duration>,
         secure: bool,
         now: SystemTime,
@@ -131,7 +154,10 @@ impl Session {
         }
         c.insert("path".into(), Value::from(cookie.path.as_str()));
         if let Some(s) = cookie.same_site {
-            c.insert("sameSite".into(), Value::from(s.to_ascii_lowercase()));
+            c.insert(
+                "sameSite".into(),
+                Value::from(s.as_str().to_ascii_lowercase()),
+            );
         }
         let mut data = Map::with_capacity(fields.len() + 1);
         data.insert("cookie".into(), Value::Object(c));
@@ -171,13 +197,18 @@ impl Session {
         }
     }
 
-    /// The user this session belongs to: a string or number in `field`.
+    /// The user this session belongs to: a non-empty string, or an integral number, in
+    /// `field`, rendered as [`render_user`] does (the same text the Lua scripts make).
     pub fn user(&self, field: &str) -> Option<String> {
-        match self.data.get(field)? {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
+        render_user(self.data.get(field)?)
+    }
+
+    /// When this session began as far as the gate knows: its creation time when a gate made
+    /// it, else the first time a gate saw it (`sessiongate.seen`, stamped by the load
+    /// script). `None` for a session no gate has seen yet.
+    pub fn born_ms(&self) -> Option<u64> {
+        self.created_ms()
+            .or_else(|| self.meta("seen")?.as_f64().map(|v| v as u64))
     }
 
     /// Merges top-level fields from an upstream's update; the cookie and the gate's own
@@ -260,14 +291,14 @@ impl Session {
     /// settings are kept when the gate re-sends its cookie: what the record's `cookie` leaves
     /// out was not set (as express-session reads it). Only a record without a `cookie` object
     /// takes the gate's settings.
-    pub fn cookie_attributes(&self, defaults: &CookieSettings, secure: bool) -> Attributes {
+    pub fn cookie_attributes(&self, defaults: &CookiePolicy, secure: bool) -> Attributes {
         let Some(c) = self.cookie() else {
             return Attributes {
                 path: defaults.path.clone(),
                 domain: defaults.domain.clone(),
                 http_only: defaults.http_only,
                 secure,
-                same_site: defaults.same_site.map(str::to_owned),
+                same_site: defaults.same_site,
                 max_age: None,
             };
         };
@@ -278,16 +309,9 @@ impl Session {
                 .map(str::to_owned)
         };
         let flag = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_bool);
-        let same_site = match c.and_then(|c| c.get("sameSite")) {
-            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-                "lax" => Some("Lax".to_string()),
-                "strict" => Some("Strict".to_string()),
-                "none" => Some("None".to_string()),
-                _ => None,
-            },
-            Some(Value::Bool(true)) => Some("Strict".to_string()),
-            _ => None,
-        };
+        let same_site = c
+            .and_then(|c| c.get("sameSite"))
+            .and_then(SameSite::from_record);
         Attributes {
             path: text("path").unwrap_or_else(|| "/".to_string()),
             domain: text("domain"),
@@ -305,15 +329,15 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secure;
+    use crate::cookie::Secure;
 
-    fn settings(max_age: Option<Duration>) -> CookieSettings {
-        CookieSettings {
+    fn settings(max_age: Option<Duration>) -> CookiePolicy {
+        CookiePolicy {
             path: "/".into(),
             domain: None,
             http_only: true,
             secure: Secure::Auto,
-            same_site: Some("Lax"),
+            same_site: Some(SameSite::Lax),
             max_age,
         }
     }
@@ -332,7 +356,7 @@ mod tests {
     fn new_sessions_use_the_connect_redis_layout() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_976_906_976);
         let fields = serde_json::json!({"user": "alice", "cookie": "ignored"});
-        let s = Session::new(
+        let s = SessionRecord::new(
             fields.as_object().unwrap().clone(),
             &settings(Some(Duration::from_secs(1800))),
             false,
@@ -343,7 +367,7 @@ mod tests {
             r#"{"cookie":{"originalMaxAge":1800000,"expires":"2026-11-29T18:58:26.976Z","httpOnly":true,"path":"/","sameSite":"lax"},"user":"alice"}"#
         );
         assert_eq!(s.ttl(Duration::from_secs(86400)), Duration::from_secs(1800));
-        let browser = Session::new(Map::new(), &settings(None), true, now);
+        let browser = SessionRecord::new(Map::new(), &settings(None), true, now);
         assert_eq!(
             browser.to_json(),
             r#"{"cookie":{"originalMaxAge":null,"expires":null,"secure":true,"httpOnly":true,"path":"/","sameSite":"lax"}}"#
@@ -356,19 +380,20 @@ mod tests {
 
     #[test]
     fn reads_an_express_session() {
-        let s = Session::parse(r#"{"cookie":{"originalMaxAge":1500,"expires":"2026-11-23T18:28:26.976Z","httpOnly":false,"path":"/app","sameSite":"strict"},"user":"bob","profile":{"a/b":1}}"#).unwrap();
+        let s = SessionRecord::parse(r#"{"cookie":{"originalMaxAge":1500,"expires":"2026-11-23T18:28:26.976Z","httpOnly":false,"path":"/app","sameSite":"strict"},"user":"bob","profile":{"a/b":1}}"#).unwrap();
         assert_eq!(s.ttl(Duration::from_secs(9)), Duration::from_secs(2));
         assert_eq!(s.pointer("/user"), Some(&Value::from("bob")));
         assert_eq!(s.pointer("/profile/a~1b"), Some(&Value::from(1)));
         let a = s.cookie_attributes(&settings(None), false);
         assert_eq!(
-            (a.path.as_str(), a.http_only, a.same_site.as_deref()),
-            ("/app", false, Some("Strict"))
+            (a.path.as_str(), a.http_only, a.same_site),
+            ("/app", false, Some(SameSite::Strict))
         );
         assert_eq!(a.max_age, Some(Duration::from_millis(1500)));
-        let no_same_site =
-            Session::parse(r#"{"cookie":{"originalMaxAge":null,"httpOnly":true,"path":"/"}}"#)
-                .unwrap();
+        let no_same_site = SessionRecord::parse(
+            r#"{"cookie":{"originalMaxAge":null,"httpOnly":true,"path":"/"}}"#,
+        )
+        .unwrap();
         assert_eq!(
             no_same_site
                 .cookie_attributes(&settings(None), false)
@@ -376,15 +401,46 @@ mod tests {
             None,
             "not set means not set"
         );
-        let no_cookie = Session::parse(r#"{"user":"x"}"#).unwrap();
+        let no_cookie = SessionRecord::parse(r#"{"user":"x"}"#).unwrap();
         assert_eq!(
             no_cookie
                 .cookie_attributes(&settings(None), false)
-                .same_site
-                .as_deref(),
-            Some("Lax")
+                .same_site,
+            Some(SameSite::Lax)
         );
-        assert!(Session::parse("[1]").is_err());
-        assert!(Session::parse("{broken").is_err());
+        assert!(SessionRecord::parse("[1]").is_err());
+        assert!(SessionRecord::parse("{broken").is_err());
+    }
+
+    #[test]
+    fn user_ids_render_as_javascript_doubles_without_exponent() {
+        let user = |j: &str| SessionRecord::parse(j).unwrap().user("user");
+        assert_eq!(user(r#"{"user":"alice"}"#).as_deref(), Some("alice"));
+        assert_eq!(user(r#"{"user":42}"#).as_deref(), Some("42"));
+        assert_eq!(user(r#"{"user":42.0}"#).as_deref(), Some("42"));
+        // 17 digits: the double JavaScript and Lua hold, never `1.2345678901235e+16`.
+        assert_eq!(
+            user(r#"{"user":12345678901234567}"#).as_deref(),
+            Some("12345678901234568")
+        );
+        assert_eq!(
+            user(r#"{"user":123456789012345678}"#).as_deref(),
+            Some("123456789012345680")
+        );
+        assert_eq!(
+            user(r#"{"user":1e20}"#).as_deref(),
+            Some("100000000000000000000")
+        );
+        assert_eq!(user(r#"{"user":1.5}"#), None);
+        assert_eq!(user(r#"{"user":""}"#), None);
+        assert_eq!(user(r#"{"user":true}"#), None);
+    }
+
+    #[test]
+    fn a_session_is_born_when_created_or_first_seen() {
+        let born = |j: &str| SessionRecord::parse(j).unwrap().born_ms();
+        assert_eq!(born(r#"{"sessiongate":{"created":5,"seen":9}}"#), Some(5));
+        assert_eq!(born(r#"{"sessiongate":{"seen":9}}"#), Some(9));
+        assert_eq!(born(r#"{"user":"x"}"#), None);
     }
 }

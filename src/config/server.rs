@@ -1,0 +1,178 @@
+//! `[server]` and `[admin]`: listeners, TLS, request head limits, how paths are read.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use std::time::Duration;
+
+use super::file;
+use super::source::{parse_listen, readable_file, resolve_secret, In};
+use super::{ConfigError, TlsSettings};
+use crate::admin::AdminSettings;
+use crate::forwarded::TrustedProxies;
+use crate::head::HeadLimits;
+use crate::path::{Parameters, PathPolicy};
+
+/// `[server]`, validated.
+pub(super) struct Server {
+    pub listen: Vec<String>,
+    pub tls: Option<TlsSettings>,
+    pub threads: usize,
+    pub trusted_proxies: TrustedProxies,
+    pub upgrade_socket: Option<String>,
+    pub case_sensitive_paths: bool,
+    pub path_policy: PathPolicy,
+    pub grace_period: Duration,
+    pub drain_delay: Duration,
+    pub head: HeadLimits,
+}
+
+impl TryFrom<In<'_, file::ServerSection>> for Server {
+    type Error = ConfigError;
+
+    fn try_from(i: In<'_, file::ServerSection>) -> Result<Self, ConfigError> {
+        let (s, src) = (i.at, i.src);
+        if s.listen.is_empty() && s.tls.is_none() {
+            return Err(src.err("server.listen", 0..0, "at least one listener is needed"));
+        }
+        let listen = s
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| parse_listen(src, &format!("server.listen[{i}]"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match &s.tls {
+            None => None,
+            Some(t) => Some(TlsSettings {
+                listen: t
+                    .listen
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| parse_listen(src, &format!("server.tls.listen[{i}]"), a))
+                    .collect::<Result<_, _>>()?,
+                cert: readable_file(src, "server.tls.cert", &t.cert)?,
+                key: readable_file(src, "server.tls.key", &t.key)?,
+            }),
+        };
+        if s.threads == 0 {
+            return Err(src.err("server.threads", 0..0, "must be at least 1"));
+        }
+        if let Some(old) = &s.trust_forwarded_proto {
+            return Err(src.err(
+                "server.trust_forwarded_proto",
+                old.span(),
+                "removed: list the proxies in front of the gate in server.trusted_proxies \
+                 (for example [\"10.0.0.0/8\"]); X-Forwarded-Proto is believed from them only",
+            ));
+        }
+        let mut nets = Vec::new();
+        for (i, n) in s.trusted_proxies.iter().enumerate() {
+            let text = n.get_ref();
+            // A bare address is a network of one.
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    src.err(
+                        format!("server.trusted_proxies[{i}]"),
+                        n.span(),
+                        format!("`{text}` is not a network like 10.0.0.0/8 or an address"),
+                    )
+                })?;
+            nets.push(net);
+        }
+        let upgrade_socket = match &s.upgrade_socket {
+            None => None,
+            Some(p) if p.get_ref().is_empty() || !p.get_ref().starts_with('/') => {
+                return Err(src.err(
+                    "server.upgrade_socket",
+                    p.span(),
+                    "must be an absolute path, like /run/sessiongate/upgrade.sock",
+                ));
+            }
+            Some(p) => Some(p.get_ref().clone()),
+        };
+        Ok(Server {
+            listen,
+            tls,
+            threads: s.threads,
+            trusted_proxies: TrustedProxies::new(nets),
+            upgrade_socket,
+            case_sensitive_paths: s.case_sensitive_paths,
+            path_policy: PathPolicy {
+                parameters: match s.path_parameters {
+                    file::PathParameters::Reject => Parameters::Reject,
+                    file::PathParameters::Strip => Parameters::Strip,
+                    file::PathParameters::Keep => Parameters::Keep,
+                },
+                reject_double_encoding: s.double_encoding == file::DoubleEncoding::Reject,
+            },
+            grace_period: s.grace_period,
+            drain_delay: s.drain_delay,
+            head: HeadLimits::try_from(i)?,
+        })
+    }
+}
+
+impl TryFrom<In<'_, file::ServerSection>> for HeadLimits {
+    type Error = ConfigError;
+
+    fn try_from(In { at: s, src, .. }: In<'_, file::ServerSection>) -> Result<Self, ConfigError> {
+        use crate::head::{PINGORA_MAX_HEADERS, PINGORA_MAX_HEADER_BYTES};
+        if !(1024..=PINGORA_MAX_HEADER_BYTES).contains(&s.max_header_bytes) {
+            return Err(src.err(
+                "server.max_header_bytes",
+                0..0,
+                format!(
+                "must be from 1024 to {PINGORA_MAX_HEADER_BYTES} (the largest head Pingora reads)"
+            ),
+            ));
+        }
+        if !(1..=PINGORA_MAX_HEADERS).contains(&s.max_headers) {
+            return Err(src.err(
+                "server.max_headers",
+                0..0,
+                format!("must be from 1 to {PINGORA_MAX_HEADERS} (the most headers Pingora reads)"),
+            ));
+        }
+        if s.header_timeout < Duration::from_millis(100) {
+            return Err(src.err("server.header_timeout", 0..0, "must be at least 100ms"));
+        }
+        Ok(HeadLimits {
+            max_bytes: s.max_header_bytes,
+            max_headers: s.max_headers,
+            timeout: s.header_timeout,
+        })
+    }
+}
+
+impl TryFrom<In<'_, file::AdminSection>> for AdminSettings {
+    type Error = ConfigError;
+
+    fn try_from(In { at: a, src, env }: In<'_, file::AdminSection>) -> Result<Self, ConfigError> {
+        let listen = parse_listen(src, "admin.listen", &a.listen)?;
+        let token = resolve_secret(a.token.get_ref(), env)
+            .map_err(|m| src.err("admin.token", a.token.span(), m))?;
+        if token.len() < 16 {
+            return Err(src.err("admin.token", a.token.span(), "use at least 16 characters"));
+        }
+        Ok(AdminSettings { listen, token })
+    }
+}
+
+/// Every listener the file names (plain and TLS), for the admin API's overlap check.
+pub(super) fn config_listeners(s: &file::ServerSection) -> Vec<SocketAddr> {
+    let tls = s.tls.iter().flat_map(|t| t.listen.iter());
+    s.listen
+        .iter()
+        .chain(tls)
+        .filter_map(|a| a.get_ref().parse().ok())
+        .collect()
+}
+
+pub(super) fn listen_overlaps(a: &SocketAddr, others: &[SocketAddr]) -> bool {
+    others.iter().any(|o| {
+        o.port() == a.port()
+            && (o.ip() == a.ip() || o.ip().is_unspecified() || a.ip().is_unspecified())
+    })
+}

@@ -1,0 +1,190 @@
+//! `[redis]` and `[cache]`: where shared sessions live, and the local cache in front of them.
+
+use std::time::Duration;
+
+use super::file;
+use super::source::resolve_secret;
+use super::source::In;
+use super::ConfigError;
+use crate::store::{redact_url, CacheSettings, RedisSettings, SentinelSettings};
+
+impl TryFrom<In<'_, file::RedisSection>> for RedisSettings {
+    type Error = ConfigError;
+
+    fn try_from(In { at: r, src, env }: In<'_, file::RedisSection>) -> Result<Self, ConfigError> {
+        if r.timeout.is_zero() {
+            return Err(src.err("redis.timeout", 0..0, "must be more than 0"));
+        }
+        let ca_pem = match &r.ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path.get_ref()).map_err(|e| {
+                src.err(
+                    "redis.ca_file",
+                    path.span(),
+                    format!("cannot read `{}`: {e}", path.get_ref()),
+                )
+            })?),
+        };
+        let cluster = r.cluster.as_ref().map(|c| c.get_ref().clone());
+        let sentinel = match &r.sentinel {
+            None => None,
+            Some(s) => {
+                let at = s.span();
+                let s = s.get_ref();
+                if r.cluster.is_some() {
+                    return Err(src.err(
+                        "redis.sentinel",
+                        at,
+                        "give `cluster` or `sentinel`, not both",
+                    ));
+                }
+                if s.master.is_empty() || s.nodes.is_empty() {
+                    return Err(src.err(
+                        "redis.sentinel",
+                        at,
+                        "needs `master` (the name the sentinels monitor) and at least one of `nodes`",
+                    ));
+                }
+                for node in &s.nodes {
+                    if redis::IntoConnectionInfo::into_connection_info(node.as_str()).is_err() {
+                        return Err(src.err(
+                            "redis.sentinel",
+                            at.clone(),
+                            format!("`{}` is not a Redis URL", redact_url(node)),
+                        ));
+                    }
+                }
+                let password = match &s.password {
+                    None => None,
+                    Some(spec) => {
+                        let bytes = resolve_secret(spec, env)
+                            .map_err(|m| src.err("redis.sentinel", at.clone(), m))?;
+                        Some(String::from_utf8(bytes).map_err(|_| {
+                            src.err("redis.sentinel", at.clone(), "the password is not UTF-8")
+                        })?)
+                    }
+                };
+                Some(SentinelSettings {
+                    master: s.master.clone(),
+                    nodes: s.nodes.clone(),
+                    password,
+                })
+            }
+        };
+        let settings = RedisSettings {
+            url: r.url.get_ref().clone(),
+            sentinel,
+            cluster: cluster.clone().unwrap_or_default(),
+            timeout: r.timeout,
+            retry_after: r.retry_after,
+            ca_pem,
+        };
+        if let (Some(c), Some(seeds)) = (&r.cluster, &cluster) {
+            if seeds.is_empty() {
+                return Err(src.err("redis.cluster", c.span(), "needs at least one seed node"));
+            }
+            for seed in seeds {
+                let ok = seed.starts_with("redis://") || seed.starts_with("rediss://");
+                if !ok || redis::IntoConnectionInfo::into_connection_info(seed.as_str()).is_err() {
+                    return Err(src.err(
+                        "redis.cluster",
+                        c.span(),
+                        format!("`{}` is not a redis:// or rediss:// URL", redact_url(seed)),
+                    ));
+                }
+            }
+            if let Err(e) = settings.cluster_client(redis::ProtocolVersion::RESP2) {
+                return Err(src.err(
+                    "redis.cluster",
+                    c.span(),
+                    format!("not a usable Redis Cluster: {e}"),
+                ));
+            }
+            return Ok(settings);
+        }
+        if let Err(e) = settings.client() {
+            return Err(src.err(
+                "redis.url",
+                r.url.span(),
+                format!("not a usable Redis URL: {e}"),
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+impl TryFrom<In<'_, file::CacheSection>> for CacheSettings {
+    type Error = ConfigError;
+
+    fn try_from(In { at: c, src, .. }: In<'_, file::CacheSection>) -> Result<Self, ConfigError> {
+        if c.max_bytes < 4096 {
+            return Err(src.err("cache.max_bytes", 0..0, "must be at least 4096"));
+        }
+        if c.ttl < Duration::from_millis(100) {
+            return Err(src.err("cache.ttl", 0..0, "must be at least 100ms"));
+        }
+        Ok(CacheSettings {
+            max_bytes: c.max_bytes,
+            ttl: c.ttl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::StoreSettings;
+
+    fn parse(redis: &str) -> Result<crate::Config, String> {
+        let toml = format!(
+            "[session]\nsecrets = [\"a test secret of some length\"]\nstore = \"redis\"\n[redis]\n{redis}\n[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[route]]\npath = \"/\"\nupstream = \"a\"\nauth = \"public\"\n"
+        );
+        crate::Config::parse(&toml, "test.toml", &|_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_cluster_is_given_by_its_seed_nodes() {
+        let c =
+            parse(r#"cluster = ["rediss://u:pw@10.0.0.1:6379", "rediss://u:pw@10.0.0.2:6380"]"#)
+                .unwrap();
+        let StoreSettings::Redis(r) = &c.store else {
+            panic!("redis")
+        };
+        assert_eq!(r.cluster.len(), 2);
+        assert!(!format!("{r:?}").contains("pw"), "{r:?}");
+        for bad in [
+            "cluster = []",
+            r#"cluster = ["redis+unix:///tmp/r.sock"]"#,
+            r#"cluster = ["10.0.0.1:6379"]"#,
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("redis.cluster"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sentinels_name_the_master_and_their_password_is_a_secret() {
+        let toml = r#"sentinel = { master = "mymaster", nodes = ["redis://10.0.0.1:26379"], password = "env:SENTINEL_PW" }"#;
+        let text = format!(
+            "[session]\nsecrets = [\"a test secret of some length\"]\nstore = \"redis\"\n[redis]\n{toml}\n[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[route]]\npath = \"/\"\nupstream = \"a\"\nauth = \"public\"\n"
+        );
+        let env = |name: &str| (name == "SENTINEL_PW").then(|| "s3cret".to_owned());
+        let c = crate::Config::parse(&text, "test.toml", &env).unwrap();
+        let StoreSettings::Redis(r) = &c.store else {
+            panic!("redis")
+        };
+        let s = r.sentinel.as_ref().unwrap();
+        assert_eq!(
+            (s.master.as_str(), s.password.as_deref()),
+            ("mymaster", Some("s3cret"))
+        );
+        assert!(!format!("{r:?}").contains("s3cret"));
+        let e = parse(r#"sentinel = { master = "m", nodes = [] }"#).unwrap_err();
+        assert!(e.contains("redis.sentinel"), "{e}");
+        let e = parse(
+            r#"cluster = ["redis://10.0.0.1:6379"]
+sentinel = { master = "m", nodes = ["redis://10.0.0.1:26379"] }"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+    }
+}

@@ -1,0 +1,138 @@
+//! What can go wrong for a request, and what the client is told about it.
+//!
+//! Every refusal on the request path is one [`RequestError`] with a status, a public code and
+//! a public message. The client sees only those; the detail a variant carries (which parse
+//! rule failed, which pool had no server, the store's own error) goes to the log, in
+//! [`RequestError::log`]. The gate's replies are written from here and nowhere else (see
+//! `Gate::refuse` in [`crate::proxy`]).
+
+use pingora::{ErrorSource, ErrorType};
+
+use crate::directives::DirectiveError;
+use crate::path::PathError;
+use crate::routes::HostError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request target: {0}")]
+    Path(#[from] PathError),
+    #[error("bad host: {0}")]
+    Host(#[from] HostError),
+    #[error("method `{0}` is a case variant of a standard method")]
+    MethodCase(String),
+    #[error("method override refused: {0}")]
+    MethodOverride(String),
+    #[error("a session token comes with other Authorization credentials")]
+    MixedCredentials,
+    #[error("no route serves this request")]
+    NoRoute,
+    #[error("no valid session")]
+    Unauthenticated,
+    #[error("session store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("malformed session directive from the upstream: {0}")]
+    Directive(#[from] DirectiveError),
+    #[error("no healthy server in upstream `{0}`")]
+    NoHealthyUpstream(String),
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+    #[error("the client sent a malformed request: {0}")]
+    Client(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Path(_)
+            | Self::Host(_)
+            | Self::MethodCase(_)
+            | Self::MethodOverride(_)
+            | Self::MixedCredentials
+            | Self::Client(_) => 400,
+            Self::Unauthenticated => 401,
+            Self::NoRoute => 404,
+            Self::Internal(_) => 500,
+            Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => 502,
+            Self::Store(_) => 503,
+            Self::UpstreamTimeout(_) => 504,
+        }
+    }
+
+    /// The machine-readable code in the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Path(_) => "bad_path",
+            Self::Host(_) => "bad_host",
+            Self::MethodCase(_) | Self::MethodOverride(_) => "bad_method",
+            Self::MixedCredentials => "bad_credentials",
+            Self::Client(_) => "bad_request",
+            Self::Unauthenticated => "unauthenticated",
+            Self::NoRoute => "no_route",
+            Self::Internal(_) => "internal_error",
+            Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => "bad_gateway",
+            Self::Store(_) => "store_unavailable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// The human-readable message in the JSON body: generic, never the detail.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::Path(_) => "the request path is not acceptable",
+            Self::Host(_) => "the Host header is not acceptable",
+            Self::MethodCase(_) | Self::MethodOverride(_) => "the request method is not acceptable",
+            Self::MixedCredentials => {
+                "a session token cannot be sent with other Authorization credentials"
+            }
+            Self::Client(_) => "the request could not be served",
+            Self::Unauthenticated => "a valid session is required",
+            Self::NoRoute => "no route serves this path",
+            Self::Internal(_) => "the request could not be served",
+            Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => {
+                "the upstream is unavailable"
+            }
+            Self::Store(_) => "the session store is unavailable; retry shortly",
+            Self::UpstreamTimeout(_) => "the upstream did not answer in time",
+        }
+    }
+
+    /// What an error Pingora raised means for the client; `None` when the client is gone.
+    pub fn from_pingora(e: &pingora::Error) -> Option<RequestError> {
+        let detail = e.to_string();
+        match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(400)) => Some(Self::Client(detail)),
+            (_, ErrorType::HTTPStatus(502)) => Some(Self::Upstream(detail)),
+            (_, ErrorType::HTTPStatus(504)) => Some(Self::UpstreamTimeout(detail)),
+            (_, ErrorType::HTTPStatus(_)) => Some(Self::Internal(detail)),
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Some(Self::UpstreamTimeout(detail)),
+            (ErrorSource::Upstream, _) => Some(Self::Upstream(detail)),
+            (
+                ErrorSource::Downstream,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ) => None,
+            (ErrorSource::Downstream, _) => Some(Self::Client(detail)),
+            _ => Some(Self::Internal(detail)),
+        }
+    }
+
+    /// Writes the detail to the log, at a level that fits whose fault it is, with the
+    /// request's id (the access log's and the client's `X-Request-Id`).
+    pub fn log(&self, request_id: &str) {
+        match self.status() {
+            500..=599 => {
+                tracing::warn!(request_id, status = self.status(), error = %self, "request failed")
+            }
+            _ => {
+                tracing::debug!(request_id, status = self.status(), error = %self, "request refused")
+            }
+        }
+    }
+}
