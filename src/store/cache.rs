@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::runtime::CacheSettings;
+use super::CacheSettings;
 use crate::metrics::Metrics;
-use crate::session::Session;
+use crate::record::SessionRecord;
 
 /// Counted against `max_bytes` for every entry besides its JSON: key, bookkeeping, moka.
 const ENTRY_OVERHEAD: u64 = 160;
 
 /// One cached session record.
 pub struct Cached {
-    pub record: Arc<Session>,
+    pub record: Arc<SessionRecord>,
     /// Size of the stored JSON, for the memory bound.
     bytes: u64,
     /// When Redis drops the key, as last known: ms after the cache's base instant.
@@ -85,7 +85,7 @@ impl SessionCache {
     pub fn insert(
         &self,
         sid: &str,
-        record: Arc<Session>,
+        record: Arc<SessionRecord>,
         bytes: usize,
         remaining: Duration,
         own_ttl: Duration,
@@ -155,7 +155,7 @@ impl SessionCache {
             self.clear();
             self.live.store(true, SeqCst);
         }
-        self.metrics.cache_live.store(live as u64, Relaxed);
+        self.metrics.cache_live.set(live as i64);
     }
 }
 
@@ -163,8 +163,8 @@ impl SessionCache {
 mod tests {
     use super::*;
 
-    fn rec() -> Arc<Session> {
-        Arc::new(Session::parse("{}").unwrap())
+    fn rec() -> Arc<SessionRecord> {
+        Arc::new(SessionRecord::parse("{}").unwrap())
     }
 
     fn cache() -> SessionCache {

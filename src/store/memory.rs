@@ -1,7 +1,15 @@
 //! The embedded store: a single gate needs no Redis. Expiry, touches, indexes and atomic
 //! updates follow the same rules as the Redis store.
+//!
+//! Expiry is kept in an ordered index of `(deadline, id)`, as mini-redis does: a read checks
+//! its own entry's deadline, and a background task ([`SessionStore::maintain`]) drops expired
+//! entries from the front of the index every [`SWEEP_EVERY`]. Nothing on the request path
+//! scans the map.
+//!
+//! A good third of the file is its tests: the embedded store must keep every rule the Redis
+//! store keeps.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -9,17 +17,19 @@ use async_trait::async_trait;
 // Tokio's clock, so that tests can pause and advance time.
 use tokio::time::Instant;
 
-use super::{parse_record, Loaded, Rewrite, SessionStore, StoreError, StoredSession};
-use crate::session::{ExpiryPolicy, Session};
+use super::{
+    parse_record, Loaded, Revocation, Rewrite, SessionStore, StoreError, StoredSession, UserIndex,
+};
+use crate::record::{epoch_ms, ExpiryPolicy, SessionRecord};
 
-/// Expired records are also dropped in bulk this often, so that sessions nobody asks for
-/// again do not hold memory until restart.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often expired records are dropped, so that sessions nobody asks for again do not
+/// hold memory.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 struct Entry {
     json: String,
     /// Parsed once when written; `None` if unreadable.
-    record: Option<Arc<Session>>,
+    record: Option<Arc<SessionRecord>>,
     expires: Instant,
     user: Option<String>,
 }
@@ -27,14 +37,16 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     map: HashMap<String, Entry>,
+    /// Every entry's deadline, soonest first.
+    expiries: BTreeSet<(Instant, String)>,
     /// user -> session ids: the index behind "log out everywhere".
     users: HashMap<String, HashSet<String>>,
-    last_sweep: Option<Instant>,
 }
 
 impl Inner {
     fn remove(&mut self, sid: &str) -> Option<Entry> {
         let e = self.map.remove(sid)?;
+        self.expiries.remove(&(e.expires, sid.to_owned()));
         if let Some(u) = &e.user {
             if let Some(set) = self.users.get_mut(u) {
                 set.remove(sid);
@@ -54,7 +66,17 @@ impl Inner {
                 .or_default()
                 .insert(sid.to_owned());
         }
+        self.expiries.insert((entry.expires, sid.to_owned()));
         self.map.insert(sid.to_owned(), entry);
+    }
+
+    /// Moves an entry's deadline, in the entry and in the index.
+    fn set_expiry(&mut self, sid: &str, expires: Instant) {
+        if let Some(e) = self.map.get_mut(sid) {
+            self.expiries.remove(&(e.expires, sid.to_owned()));
+            e.expires = expires;
+            self.expiries.insert((expires, sid.to_owned()));
+        }
     }
 
     /// The live entry for `sid`; an expired one is removed on the way.
@@ -63,6 +85,16 @@ impl Inner {
             self.remove(sid);
         }
         self.map.get_mut(sid)
+    }
+
+    /// Drops every entry whose deadline has passed, soonest first.
+    fn sweep(&mut self, now: Instant) {
+        while let Some((expires, sid)) = self.expiries.first().cloned() {
+            if expires > now {
+                break;
+            }
+            self.remove(&sid);
+        }
     }
 }
 
@@ -78,32 +110,7 @@ impl MemoryStore {
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner, Instant) -> T) -> T {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if inner
-            .last_sweep
-            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
-        {
-            let dead: Vec<String> = inner
-                .map
-                .iter()
-                .filter(|(_, e)| e.expires <= now)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for sid in dead {
-                inner.remove(&sid);
-            }
-            inner.last_sweep = Some(now);
-        }
-        f(&mut inner, now)
-    }
-
-    /// Live records, for tests and diagnostics.
-    pub fn len(&self) -> usize {
-        self.with(|inner, now| inner.map.values().filter(|e| e.expires > now).count())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        f(&mut inner, Instant::now())
     }
 }
 
@@ -120,12 +127,14 @@ impl SessionStore for MemoryStore {
                 return parse_record(sid, &e.json).map(|record| Loaded {
                     record,
                     touched: false,
+                    cached: false,
                 });
             };
-            let Some(policy) = touch else {
+            let Some(policy) = touch.filter(|p| p.push) else {
                 return Some(Loaded {
                     record,
                     touched: false,
+                    cached: false,
                 });
             };
             match record.touch_ttl(policy, SystemTime::now()) {
@@ -137,9 +146,13 @@ impl SessionStore for MemoryStore {
                     let remaining = e.expires.saturating_duration_since(now);
                     let touched = remaining + policy.interval_for(ttl) <= ttl;
                     if touched {
-                        e.expires = now + ttl;
+                        inner.set_expiry(sid, now + ttl);
                     }
-                    Some(Loaded { record, touched })
+                    Some(Loaded {
+                        record,
+                        touched,
+                        cached: false,
+                    })
                 }
             }
         }))
@@ -157,7 +170,7 @@ impl SessionStore for MemoryStore {
                 sid,
                 Entry {
                     json: json.to_owned(),
-                    record: Session::parse(json).ok().map(Arc::new),
+                    record: SessionRecord::parse(json).ok().map(Arc::new),
                     expires: now + ttl,
                     user: user.map(str::to_owned),
                 },
@@ -175,7 +188,7 @@ impl SessionStore for MemoryStore {
         Ok(self.with(|inner, now| {
             let e = inner.live(sid, now)?;
             let new = f(&e.json)?;
-            e.record = Session::parse(&new).ok().map(Arc::new);
+            e.record = SessionRecord::parse(&new).ok().map(Arc::new);
             e.json = new.clone();
             Some(new)
         }))
@@ -195,6 +208,36 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn reindex(
+        &self,
+        sid: &str,
+        _old: Option<&str>,
+        new: Option<&str>,
+        _born_ms: u64,
+        _ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.with(|inner, now| {
+            if inner.live(sid, now).is_some() {
+                let mut e = inner.remove(sid).expect("live");
+                e.user = new.map(str::to_owned);
+                inner.insert(sid, e);
+            }
+        });
+        Ok(())
+    }
+
+    async fn maintain(&self) {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            self.with(|inner, now| inner.sweep(now));
+        }
+    }
+}
+
+#[async_trait]
+impl UserIndex for MemoryStore {
     async fn user_sessions(&self, user: &str) -> Result<Vec<StoredSession>, StoreError> {
         Ok(self.with(|inner, now| {
             let ids: Vec<String> = inner
@@ -215,26 +258,42 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn revoke_user(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self.with(|inner, _| {
+    async fn revoke_user(&self, user: &str, _max_life: Duration) -> Result<Revocation, StoreError> {
+        let ids = self.with(|inner, _| {
             let ids: Vec<String> = inner
                 .users
                 .remove(user)
                 .map(|s| s.into_iter().collect())
                 .unwrap_or_default();
             for sid in &ids {
-                inner.map.remove(sid);
+                inner.remove(sid);
             }
             ids
-        }))
+        });
+        Ok(Revocation {
+            ids,
+            at_ms: epoch_ms(SystemTime::now()),
+        })
+    }
+
+    /// Every session here was written by this gate, and its index follows every write that
+    /// names a user (save, rename, [`reindex`](SessionStore::reindex)), all under one lock:
+    /// [`revoke_user`](UserIndex::revoke_user) has already ended them all.
+    async fn sweep_user(
+        &self,
+        _user: &str,
+        _user_field: &str,
+        _revocation: &Revocation,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
-        Ok(self.len())
-    }
-
-    fn describe(&self) -> String {
-        "memory (embedded, this process only)".into()
+        Ok(self.with(|inner, now| {
+            // Expired entries the sweep has not reached yet sit at the front of the index.
+            let expired = inner.expiries.iter().take_while(|(t, _)| *t <= now).count();
+            inner.map.len() - expired
+        }))
     }
 }
 
@@ -248,6 +307,8 @@ mod tests {
             absolute_timeout: None,
             touch_interval: Duration::from_secs(interval),
             user_field: "user".into(),
+            push: true,
+            max_life: Duration::from_secs(80),
         }
     }
 
@@ -306,7 +367,11 @@ mod tests {
         assert_eq!(store.user_sessions("u").await.unwrap().len(), 2);
         assert!(store.rename("a", "a2", Some("u")).await.unwrap());
         assert!(!store.rename("a", "a3", Some("u")).await.unwrap());
-        let mut ids = store.revoke_user("u").await.unwrap();
+        let mut ids = store
+            .revoke_user("u", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .ids;
         ids.sort();
         assert_eq!(ids, ["a2", "b"]);
         assert_eq!(store.count().await.unwrap(), 1);
@@ -319,5 +384,36 @@ mod tests {
             store.update("zz", &|j| Some(j.to_owned())).await.unwrap(),
             None
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_background_sweep_drops_expired_records_soonest_first() {
+        let store = Arc::new(MemoryStore::new());
+        for (sid, secs) in [("a", 10), ("b", 20), ("c", 30)] {
+            store
+                .save(sid, r#"{"user":"u"}"#, Duration::from_secs(secs), Some("u"))
+                .await
+                .unwrap();
+        }
+        // A touch moves "a" behind "b" in the index.
+        store.load("a", Some(&policy(0))).await.unwrap();
+        let sweeper = tokio::spawn({
+            let store = store.clone();
+            async move { store.maintain().await }
+        });
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        {
+            let inner = store.inner.lock().unwrap();
+            let left: Vec<&str> = inner.map.keys().map(String::as_str).collect();
+            assert_eq!(left.len(), 2, "{left:?}: only b was due");
+            assert!(!inner.map.contains_key("b"));
+            assert_eq!(inner.expiries.len(), 2);
+            assert_eq!(inner.users["u"].len(), 2, "the index follows");
+        }
+        assert_eq!(store.count().await.unwrap(), 2);
+        tokio::time::sleep(Duration::from_secs(80)).await;
+        assert!(store.inner.lock().unwrap().map.is_empty());
+        assert!(store.inner.lock().unwrap().users.is_empty());
+        sweeper.abort();
     }
 }

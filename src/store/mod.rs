@@ -1,7 +1,10 @@
-//! Where sessions live. The gate speaks to one [`SessionStore`]: the embedded [`MemoryStore`]
-//! for a single instance, or [`RedisStore`] for state shared with other gates and with an
-//! express-session fleet. Records are the raw JSON strings connect-redis writes; parsing is
-//! the caller's business so that every store holds exactly the same bytes.
+//! Where sessions live: the embedded [`MemoryStore`] for a single instance, or [`RedisStore`]
+//! for state shared with other gates and with an express-session fleet. Each speaks two small
+//! traits, as Pingora keeps service discovery apart from health checks: [`SessionStore`], the
+//! hot path (load with its touch, save, destroy, update, rename), and [`UserIndex`], the
+//! per-user view behind the admin API and log out everywhere (list, revoke, count). Records
+//! are the raw JSON strings connect-redis writes; parsing is the caller's business so that
+//! every store holds exactly the same bytes.
 
 mod cache;
 mod memory;
@@ -13,13 +16,38 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::session::{id_prefix, ExpiryPolicy, Session};
+use crate::record::{id_prefix, ExpiryPolicy, SessionRecord};
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
-use crate::config::runtime::CacheSettings;
-use crate::config::StoreSettings;
+pub use self::redis::{redact_url, RedisSettings, RedisStore, SentinelSettings};
 use crate::metrics::Metrics;
+
+/// What a 503 tells clients to wait before retrying when the store is down.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Which store, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    Memory,
+    Redis(RedisSettings),
+}
+
+impl StoreSettings {
+    /// How long a 503 asks clients to wait while the store is down.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            StoreSettings::Memory => DEFAULT_RETRY_AFTER,
+            StoreSettings::Redis(r) => r.retry_after,
+        }
+    }
+}
+
+/// The `[cache]` settings (Redis only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub max_bytes: u64,
+    pub ttl: Duration,
+}
 
 /// The store could not answer. This is never "no session": callers answer 503.
 #[derive(Debug, thiserror::Error)]
@@ -27,20 +55,24 @@ pub enum StoreError {
     #[error("the session store did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the session store failed: {0}")]
-    Backend(String),
+    Redis(#[from] ::redis::RedisError),
+    #[error("too many concurrent writers changed the session; gave up")]
+    Contended,
 }
 
 /// A session as loaded: parsed once, and shared with the cache that may hold it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
-    pub record: Arc<Session>,
+    pub record: Arc<SessionRecord>,
     /// Its TTL was pushed by this load (or the push is on its way).
     pub touched: bool,
+    /// Served by the local cache, without asking the store.
+    pub cached: bool,
 }
 
 /// Parses a stored record; an unreadable one is reported and counts as no session.
-pub(crate) fn parse_record(sid: &str, json: &str) -> Option<Arc<Session>> {
-    match Session::parse(json) {
+pub(crate) fn parse_record(sid: &str, json: &str) -> Option<Arc<SessionRecord>> {
+    match SessionRecord::parse(json) {
         Ok(s) => Some(Arc::new(s)),
         Err(e) => {
             tracing::warn!(sid = id_prefix(sid), error = %e, "unreadable session record; treating it as no session");
@@ -61,6 +93,7 @@ pub struct StoredSession {
 /// Rewrites a record inside [`SessionStore::update`]; `None` leaves it as it is.
 pub type Rewrite<'a> = &'a (dyn Fn(&str) -> Option<String> + Send + Sync);
 
+/// The hot path: what a request does with its session.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// The record for `sid`. With a policy, its TTL is pushed forward in the same round trip
@@ -85,23 +118,66 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn update(&self, sid: &str, f: Rewrite<'_>) -> Result<Option<String>, StoreError>;
     /// Moves a session to a new id, keeping its data and TTL; `false` when it is gone.
     async fn rename(&self, old: &str, new: &str, user: Option<&str>) -> Result<bool, StoreError>;
-    /// The user's live sessions (the index is pruned of dead ones on the way).
-    async fn user_sessions(&self, user: &str) -> Result<Vec<StoredSession>, StoreError>;
-    /// Deletes every session of the user at once; returns their ids.
-    async fn revoke_user(&self, user: &str) -> Result<Vec<String>, StoreError>;
-    /// Live sessions in the store.
-    async fn count(&self) -> Result<usize, StoreError>;
-    /// Background work the store needs for as long as the gate runs (the cache's
-    /// invalidation stream and batched touches); never returns.
+    /// The session's user changed (an update named a new one): it leaves the old user's index
+    /// and joins the new one's, scored `born_ms`, the index living at least `ttl`.
+    async fn reindex(
+        &self,
+        sid: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+        born_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Whether the store answers, within its timeout: the readiness probe.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Background work the store needs for as long as the gate runs (expiry sweeps, the
+    /// cache's invalidation stream and batched touches); never returns.
     async fn maintain(&self) {
         std::future::pending().await
     }
-    /// A short name for logs and `check`.
-    fn describe(&self) -> String;
 }
 
+/// The per-user view: a user's sessions, all of them at once.
+#[async_trait]
+pub trait UserIndex: Send + Sync + 'static {
+    /// The user's live sessions (the index is pruned of dead ones on the way).
+    async fn user_sessions(&self, user: &str) -> Result<Vec<StoredSession>, StoreError>;
+    /// Revokes the user: from now on no session of theirs that began before now is served
+    /// (a marker kept `max_life`), and every session in their index is deleted at once. Cheap
+    /// enough for the request path; [`sweep_user`](Self::sweep_user) finishes the job.
+    async fn revoke_user(&self, user: &str, max_life: Duration) -> Result<Revocation, StoreError>;
+    /// After [`revoke_user`](Self::revoke_user): finds and deletes the user's sessions the
+    /// index did not know (written by express apps, never seen by a gate) that began before
+    /// the revocation; `user_field` is the session field naming the user. May scan the whole
+    /// store: never on the request path. Returns their ids.
+    async fn sweep_user(
+        &self,
+        user: &str,
+        user_field: &str,
+        revocation: &Revocation,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Live sessions in the store.
+    async fn count(&self) -> Result<usize, StoreError>;
+}
+
+/// A revocation made by [`UserIndex::revoke_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The sessions deleted through the user's index.
+    pub ids: Vec<String>,
+    /// When it took effect, ms since the epoch: sessions born at or before it are refused.
+    pub at_ms: u64,
+}
+
+/// A whole store: both views of one place.
+pub trait Store: SessionStore + UserIndex {}
+
+impl<T: SessionStore + UserIndex> Store for T {}
+
 /// Runs [`SessionStore::maintain`] as a Pingora background service.
-pub struct Maintenance(pub Arc<dyn SessionStore>);
+pub struct Maintenance(pub Arc<dyn Store>);
 
 #[async_trait]
 impl pingora::services::background::BackgroundService for Maintenance {
@@ -119,7 +195,7 @@ pub fn from_settings(
     settings: &StoreSettings,
     prefix: &str,
     index_prefix: &str,
-) -> Arc<dyn SessionStore> {
+) -> Result<Arc<dyn Store>, StoreError> {
     cached(settings, prefix, index_prefix, None, Arc::default())
 }
 
@@ -130,13 +206,13 @@ pub fn cached(
     index_prefix: &str,
     cache: Option<&CacheSettings>,
     metrics: Arc<Metrics>,
-) -> Arc<dyn SessionStore> {
-    match settings {
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match settings {
         StoreSettings::Memory => Arc::new(MemoryStore::new()),
         StoreSettings::Redis(r) => {
-            Arc::new(RedisStore::new(r, prefix, index_prefix, cache, metrics))
+            Arc::new(RedisStore::new(r, prefix, index_prefix, cache, metrics)?)
         }
-    }
+    })
 }
 
 /// Logs store outages once per burst instead of once per request, and says when the store

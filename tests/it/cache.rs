@@ -25,7 +25,8 @@ async fn metrics(admin: SocketAddr) -> HashMap<String, u64> {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_string(), v.trim().parse().unwrap()))
+        // Histogram sums are fractions; every counter and gauge read here is whole.
+        .map(|(k, v)| (k.to_string(), v.trim().parse::<f64>().unwrap() as u64))
         .collect()
 }
 
@@ -40,12 +41,15 @@ async fn until(admin: SocketAddr, name: &str, f: impl Fn(u64) -> bool) {
     panic!("{name} never reached the expected value");
 }
 
+/// Commands Redis has run, but the invalidation stream's once-a-second liveness PING, which
+/// is no request's cost.
 fn commands(redis: &Redis) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut redis.conn())
         .unwrap();
     info.lines()
+        .filter(|l| !l.starts_with("cmdstat_ping:"))
         .filter_map(|l| l.split("calls=").nth(1))
         .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
         .sum()
@@ -300,5 +304,57 @@ async fn an_active_session_outlives_an_idle_timeout_shorter_than_the_touch_inter
             start.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_invalidation_stream_stops_the_cache_long_before_its_ttl() {
+    let redis = Redis::start();
+    let relay = FreezableRelay::start(&redis).await;
+    let app = Upstream::start("app").await;
+    let gate = standard(
+        GateBuilder::new()
+            .redis_url(&relay.url())
+            .cache()
+            .cache_setting(r#"ttl = "60s""#)
+            .admin(ADMIN),
+        &[&app],
+    )
+    .start();
+    let admin = gate.admin.unwrap();
+    let mut c = gate.client();
+    until(admin, "sessiongate_cache_live", |v| v == 1).await;
+    login(&mut c, "alice", &[]).await;
+    // The login's own write comes back as an invalidation: let it arrive before the freeze.
+    until(admin, "sessiongate_cache_invalidations_total", |v| v >= 1).await;
+    assert_eq!(c.get("/account/").await.status, 200);
+    let hits = metrics(admin).await["sessiongate_cache_hits_total"];
+    assert_eq!(c.get("/account/").await.status, 200);
+    until(admin, "sessiongate_cache_hits_total", |v| v > hits).await;
+
+    // The invalidation stream stops delivering without closing, and then the session ends.
+    assert!(
+        relay.freeze_tracking() >= 1,
+        "tracking went through the relay"
+    );
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("sess:{}", sid_of(&c)))
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(deleted, 1);
+
+    // cache.ttl is 60 s: a gate that does not notice the stall serves the session that long.
+    let start = std::time::Instant::now();
+    loop {
+        let status = c.get("/account/").await.status;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a session deleted in Redis is still served ({status}) {:?} into the stall",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
