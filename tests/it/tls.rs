@@ -38,10 +38,10 @@ async fn https_clients_get_secure_cookies() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn forwarded_proto_is_believed_only_when_configured() {
+async fn forwarded_proto_is_believed_only_from_trusted_proxies() {
     let app = Upstream::start("app").await;
     let gate = standard(
-        GateBuilder::new().server("trust_forwarded_proto = true"),
+        GateBuilder::new().server(r#"trusted_proxies = ["127.0.0.1/32"]"#),
         &[&app],
     )
     .start();
