@@ -1,80 +1,200 @@
-//! Counters in Prometheus text format, served by the admin API at `/metrics`.
+//! The gate's metrics: one Prometheus registry, rendered in the text format by the admin
+//! API at `/metrics`.
+//!
+//! Every label has a bounded set of values: `route` is a route's configured path (never the
+//! request's), `status` an HTTP status, `auth` one of the outcomes of
+//! [`crate::access_log::Auth`], `upstream` and `server` the configured pools and their
+//! resolved addresses, `op` a store operation (`load`, `write`).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(Default, Debug)]
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::upstreams::Pool;
+
+/// Latency buckets, in seconds: from a cache hit (well under a millisecond) to a slow
+/// upstream (the default read timeout is 60 s).
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
 pub struct Metrics {
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
+    registry: Registry,
+    /// `sessiongate_requests_total{route,status,auth}`.
+    pub requests: IntCounterVec,
+    /// `sessiongate_request_duration_seconds{route}`.
+    pub request_duration: HistogramVec,
+    /// `sessiongate_upstream_duration_seconds{upstream}`.
+    pub upstream_duration: HistogramVec,
+    /// `sessiongate_store_duration_seconds{op}`: operations that reached the store (a cache
+    /// hit is not one).
+    pub store_duration: HistogramVec,
+    pub sessions_issued: IntCounter,
+    pub sessions_destroyed: IntCounter,
+    pub sessions_revoked: IntCounter,
+    /// `sessiongate_upstream_server_up{upstream,server}`, read from the pools at each scrape.
+    upstream_up: IntGaugeVec,
+    /// Access-log lines dropped because stdout did not keep up.
+    pub access_log_dropped: IntCounter,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
     /// Keys invalidated by Redis's tracking stream.
-    pub cache_invalidations: AtomicU64,
+    pub cache_invalidations: IntCounter,
     /// Whole-cache drops: the invalidation stream was lost (or Redis flushed).
-    pub cache_flushes: AtomicU64,
+    pub cache_flushes: IntCounter,
     /// 1 while the cache serves (its invalidation stream is connected).
-    pub cache_live: AtomicU64,
-    pub cache_touches: AtomicU64,
-    pub store_errors: AtomicU64,
+    pub cache_live: IntGauge,
+    pub cache_touches: IntCounter,
+    pub store_errors: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        }
+        let counter =
+            |name: &str, help: &str| reg(&registry, IntCounter::new(name, help).expect("valid"));
+        let histogram = |name: &str, help: &str, label: &str| {
+            reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                    &[label],
+                )
+                .expect("valid"),
+            )
+        };
+        Self {
+            requests: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sessiongate_requests_total",
+                        "Requests answered, by route, status and auth outcome.",
+                    ),
+                    &["route", "status", "auth"],
+                )
+                .expect("valid"),
+            ),
+            request_duration: histogram(
+                "sessiongate_request_duration_seconds",
+                "Time from the request head to the end of the answer, by route.",
+                "route",
+            ),
+            upstream_duration: histogram(
+                "sessiongate_upstream_duration_seconds",
+                "Time from the first connection attempt to the end of the upstream's answer (or its failure), by upstream.",
+                "upstream",
+            ),
+            store_duration: histogram(
+                "sessiongate_store_duration_seconds",
+                "Session store operations on the request path (cache hits excluded), by operation.",
+                "op",
+            ),
+            sessions_issued: counter(
+                "sessiongate_sessions_issued_total",
+                "Sessions issued at login (X-Session-Issue).",
+            ),
+            sessions_destroyed: counter(
+                "sessiongate_sessions_destroyed_total",
+                "Sessions ended by a logout (the gate's logout path or X-Session-Destroy).",
+            ),
+            sessions_revoked: counter(
+                "sessiongate_sessions_revoked_total",
+                "Sessions revoked through the admin API.",
+            ),
+            upstream_up: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sessiongate_upstream_server_up",
+                        "1 while an upstream server passes its health check (or has none), else 0.",
+                    ),
+                    &["upstream", "server"],
+                )
+                .expect("valid"),
+            ),
+            access_log_dropped: counter(
+                "sessiongate_access_log_dropped_total",
+                "Access-log lines dropped because stdout did not keep up.",
+            ),
+            cache_hits: counter(
+                "sessiongate_cache_hits_total",
+                "Session loads served by the local cache.",
+            ),
+            cache_misses: counter(
+                "sessiongate_cache_misses_total",
+                "Session loads that went to the store.",
+            ),
+            cache_invalidations: counter(
+                "sessiongate_cache_invalidations_total",
+                "Cached sessions invalidated by Redis.",
+            ),
+            cache_flushes: counter(
+                "sessiongate_cache_flushes_total",
+                "Times the whole cache was dropped.",
+            ),
+            cache_live: reg(
+                &registry,
+                IntGauge::new(
+                    "sessiongate_cache_live",
+                    "1 while the cache's invalidation stream is connected.",
+                )
+                .expect("valid"),
+            ),
+            cache_touches: counter(
+                "sessiongate_cache_touches_total",
+                "Throttled TTL pushes sent for cached sessions.",
+            ),
+            store_errors: counter(
+                "sessiongate_store_errors_total",
+                "Store operations that failed or timed out.",
+            ),
+            registry,
+        }
+    }
 }
 
 impl Metrics {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    pub fn inc(counter: &IntCounter) {
+        counter.inc();
     }
 
-    pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 7] = [
-            (
-                "sessiongate_cache_hits_total",
-                "counter",
-                "Session loads served by the local cache.",
-                &self.cache_hits,
-            ),
-            (
-                "sessiongate_cache_misses_total",
-                "counter",
-                "Session loads that went to the store.",
-                &self.cache_misses,
-            ),
-            (
-                "sessiongate_cache_invalidations_total",
-                "counter",
-                "Cached sessions invalidated by Redis.",
-                &self.cache_invalidations,
-            ),
-            (
-                "sessiongate_cache_flushes_total",
-                "counter",
-                "Times the whole cache was dropped.",
-                &self.cache_flushes,
-            ),
-            (
-                "sessiongate_cache_live",
-                "gauge",
-                "1 while the cache's invalidation stream is connected.",
-                &self.cache_live,
-            ),
-            (
-                "sessiongate_cache_touches_total",
-                "counter",
-                "Throttled TTL pushes sent for cached sessions.",
-                &self.cache_touches,
-            ),
-            (
-                "sessiongate_store_errors_total",
-                "counter",
-                "Store operations that failed or timed out.",
-                &self.store_errors,
-            ),
-        ];
-        let mut out = String::new();
-        for (name, kind, help, v) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Relaxed)
-            );
+    /// Counts one answered request.
+    pub fn request(&self, route: &str, status: u16, auth: &str, took: Duration) {
+        self.requests
+            .with_label_values(&[route, status.to_string().as_str(), auth])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text format of every metric; `pools` are the running config's, whose
+    /// servers' health is read now.
+    pub fn render(&self, pools: &[Arc<Pool>]) -> String {
+        // Servers come and go with DNS and reloads: only the current ones are reported.
+        self.upstream_up.reset();
+        for pool in pools {
+            for (server, up) in pool.health() {
+                self.upstream_up
+                    .with_label_values(&[pool.name.as_str(), server.as_str()])
+                    .set(up as i64);
+            }
         }
-        out
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("the text encoder writes to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
