@@ -133,6 +133,29 @@ async fn lists_revokes_one_and_counts_without_whole_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_empty_or_short_id_prefix_revokes_nothing() {
+    let app = Upstream::start("app").await;
+    let gate = standard(GateBuilder::new().admin(TOKEN), &[&app]).start();
+    let admin = gate.admin.unwrap();
+    let mut laptop = gate.client();
+    let mut phone = gate.client();
+    login(&mut laptop, "alice", &[]).await;
+    login(&mut phone, "alice", &[]).await;
+    let short = &sid_of(&phone)[..3];
+    for path in [
+        "/users/alice/sessions/".to_string(),
+        format!("/users/alice/sessions/{short}"),
+        "/users/alice/sessions/%20".to_string(),
+    ] {
+        let r = raw(admin, "DELETE", &path, &[("authorization", &bearer(TOKEN))]).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert_eq!(r.json()["error"], "bad_prefix");
+    }
+    assert_eq!(laptop.get("/account/").await.status, 200);
+    assert_eq!(phone.get("/account/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_sessions_cli_works_on_the_store_directly() {
     let redis = Redis::start();
     let app = Upstream::start("app").await;

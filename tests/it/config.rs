@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use sessiongate::config::ConfigError;
 use sessiongate::Config;
+use sessiongate::ConfigError;
 
 const SHIPPED: &str = include_str!("../../proxy.toml");
 
@@ -49,6 +49,10 @@ fn check_prints_the_plan_and_fails_on_errors() {
         "{stdout}"
     );
     assert!(stdout.contains("store: memory"), "{stdout}");
+    assert!(
+        stdout.contains("request heads: at most 32768 bytes and 100 headers (else 431), complete within 10s of their first byte (else 408)"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("s3cret-value-never-printed"));
 
     let out = Command::new(bin)
@@ -89,12 +93,12 @@ fn defaults_fill_everything_else() {
     assert_eq!(c.session.prefix, "sess:");
     assert!(c.session.rolling);
     assert_eq!(c.session.idle_timeout.as_secs(), 86_400);
-    assert!(matches!(
-        c.store,
-        sessiongate::config::StoreSettings::Memory
-    ));
-    assert_eq!(c.session.cookie.same_site, Some("Lax"));
+    assert!(matches!(c.store, sessiongate::StoreSettings::Memory));
+    assert_eq!(c.session.cookie.same_site.map(|s| s.as_str()), Some("Lax"));
     assert!(c.session.cookie.http_only);
+    assert_eq!(c.head.max_bytes, 32 * 1024);
+    assert_eq!(c.head.max_headers, 100);
+    assert_eq!(c.head.timeout.as_secs(), 10);
 }
 
 #[test]
@@ -102,6 +106,12 @@ fn errors_name_the_key_and_the_line() {
     let cases: &[(&str, &str, &str)] = &[
         ("[server]\nlisten = [\"nowhere\"]\n", "", "proxy.toml:2: server.listen[0]: `nowhere` is not an address"),
         ("[server]\nlisten = [\"127.0.0.1:1\"]\nbogus = 1\n", "", "proxy.toml:3: server.bogus: unknown field `bogus`"),
+        ("[server]\nmax_header_bytes = 512\n", "", "proxy.toml:2: server.max_header_bytes: must be from 1024 to 1048575"),
+        ("[server]\nmax_header_bytes = 1048576\n", "", "proxy.toml:2: server.max_header_bytes: must be from 1024 to 1048575"),
+        ("[server]\nmax_header_bytes = -1\n", "", "proxy.toml:2: server.max_header_bytes"),
+        ("[server]\nmax_headers = 0\n", "", "proxy.toml:2: server.max_headers: must be from 1 to 256"),
+        ("[server]\nmax_headers = 257\n", "", "proxy.toml:2: server.max_headers: must be from 1 to 256"),
+        ("[server]\nheader_timeout = \"50ms\"\n", "", "proxy.toml:2: server.header_timeout: must be at least 100ms"),
         ("", "[session.cookie]\nmax_age = \"30 parsecs\"\n", "session.cookie.max_age"),
         ("", "[session.cookie]\nsame_site = \"none\"\n", "session.cookie.same_site: \"none\" needs secure = true"),
         ("", "[session.cookie]\npath = \"relative\"\n", "session.cookie.path: must start with /"),
@@ -113,6 +123,10 @@ fn errors_name_the_key_and_the_line() {
         ("", "[identity.headers]\n\"Bad Header\" = \"/user\"\n", "identity.headers.\"Bad Header\": `Bad Header` is not a header name"),
         ("", "[identity.headers]\n\"Cookie\" = \"/user\"\n", "reserved"),
         ("", "[identity.headers]\n\"X-User\" = \"user\"\n", "a JSON pointer starts with /"),
+        ("", "[log]\naccess = \"xml\"\n", "log.access: unknown variant `xml`, expected one of `json`, `text`, `off`"),
+        ("", "[log]\nformat = \"yaml\"\n", "log.format: unknown variant `yaml`"),
+        ("", "[log]\nlevel = \"debug\"\n", "log.level: unknown field `level`"),
+        ("[server]\ndrain_delay = \"soon\"\n", "", "proxy.toml:2: server.drain_delay"),
     ];
     for (server, tail, expected) in cases {
         let toml = format!("{server}{MINIMAL}{tail}");
@@ -135,6 +149,31 @@ fn errors_name_the_key_and_the_line() {
             .replace("[session]", "[session]\nstore = \"redis\""),
     );
     assert!(e.contains("redis.url: not a usable Redis URL"), "{e}");
+}
+
+#[test]
+fn logs_and_the_drain_default_to_quiet_and_immediate() {
+    let c = Config::parse(MINIMAL, "proxy.toml", &env).unwrap();
+    assert_eq!(c.log.access, sessiongate::AccessFormat::Off);
+    assert_eq!(c.log.format, sessiongate::LogFormat::Text);
+    assert!(c.drain_delay.is_zero());
+    let shipped = Config::parse(SHIPPED, "proxy.toml", &env).unwrap();
+    assert_eq!(shipped.log.access, sessiongate::AccessFormat::Text);
+}
+
+#[test]
+fn the_deployment_config_in_contrib_is_valid() {
+    let text = include_str!("../../contrib/proxy.toml");
+    let env = |name: &str| {
+        matches!(name, "SESSION_SECRET" | "SESSIONGATE_ADMIN_TOKEN")
+            .then(|| "from the environment, long enough".to_string())
+    };
+    let c = Config::parse(text, "contrib/proxy.toml", &env).unwrap();
+    assert_eq!(c.listen, ["0.0.0.0:8080"]);
+    assert_eq!(c.log.access, sessiongate::AccessFormat::Json);
+    assert_eq!(c.log.format, sessiongate::LogFormat::Json);
+    assert_eq!(c.drain_delay.as_secs(), 5);
+    assert!(c.admin.is_some());
 }
 
 #[test]

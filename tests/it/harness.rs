@@ -1,272 +1,38 @@
 //! One harness for every integration test: a real `redis-server` on a unix socket in a temp
 //! dir, real HTTP upstreams, and the real gate running in-process on a free port. Each test
 //! gets its own of each, so tests run in parallel without sharing state.
+//!
+//! What is not about the gate (child processes, `redis-server`, the echo upstream, ports,
+//! waiting) comes from the test kit (`testkit/`, shared with the benches) and is re-exported
+//! here, so that a test module needs only `use crate::harness::*;`. This file keeps what is:
+//! the gate's config builder, the in-process gate, an HTTP client that keeps its cookie,
+//! express-session's signing, and TLS material. It is long because every test module leans
+//! on it; each part is small and stands alone.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
 use hmac::Mac;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use serde_json::{json, Value};
 
+pub use sessiongate_testkit::{
+    free_addr, free_port, wait_for, ProcessGuard, Redis, RedisCluster, RedisSentinel, Upstream,
+};
+
+mod relay;
+pub use relay::FreezableRelay;
+
 pub const SECRET: &str = "test secret, first";
 pub const OLD_SECRET: &str = "test secret, retired";
-
-/// A free loopback port. The listener is dropped before use, which is racy in theory and
-/// fine in practice on a machine that is not handing out thousands of ports a second.
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("{what} did not come up within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Redis
-
-pub struct Redis {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Redis {
-    pub fn start() -> Self {
-        let mut r = Redis {
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        r.restart();
-        r
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("redis.sock")
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket().display())
-    }
-
-    /// Starts (again) on the same socket, with no data: a restarted Redis without persistence.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis is already running");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--unixsocket",
-            ])
-            .arg(self.socket())
-            .args(["--unixsocketperm", "700", "--dir"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (see README)");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
-        wait_for("redis-server", Duration::from_secs(10), || {
-            client
-                .get_connection()
-                .ok()
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
-        });
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(self.socket());
-    }
-
-    pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    pub fn get(&self, key: &str) -> Option<String> {
-        redis::cmd("GET").arg(key).query(&mut self.conn()).unwrap()
-    }
-
-    pub fn ttl(&self, key: &str) -> i64 {
-        redis::cmd("TTL").arg(key).query(&mut self.conn()).unwrap()
-    }
-
-    pub fn set(&self, key: &str, value: &str, ttl_secs: u64) {
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("EX")
-            .arg(ttl_secs)
-            .query::<()>(&mut self.conn())
-            .unwrap();
-    }
-
-    pub fn expire(&self, key: &str, ttl_secs: u64) {
-        redis::cmd("EXPIRE")
-            .arg(key)
-            .arg(ttl_secs)
-            .query::<()>(&mut self.conn())
-            .unwrap();
-    }
-
-    pub fn keys(&self, pattern: &str) -> Vec<String> {
-        redis::cmd("KEYS")
-            .arg(pattern)
-            .query(&mut self.conn())
-            .unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Upstreams
-
-/// An HTTP server that answers every request with JSON describing what it received. Query
-/// parameters script its answer: `issue=<json>` (sent as `X-Session-Issue`), `destroy=1|all`,
-/// `update=<json>`, `regenerate=1`, `max_age=<duration>`, `set_cookie=<value>`.
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub name: String,
-    hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Upstream {
-    pub async fn start(name: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (n, h) = (name.to_string(), hits.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (n, h) = (n.clone(), h.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        echo(n.clone(), req)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Upstream {
-            addr,
-            name: name.into(),
-            hits,
-            task,
-        }
-    }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn echo(
-    name: String,
-    req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in req.headers() {
-        headers
-            .entry(k.as_str().to_string())
-            .or_default()
-            .push(String::from_utf8_lossy(v.as_bytes()).into());
-    }
-    let query: BTreeMap<String, String> = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned(),
-            )
-        })
-        .collect();
-    let body = json!({
-        "upstream": name,
-        "method": req.method().as_str(),
-        "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""),
-        "headers": headers,
-    });
-    let mut resp = hyper::Response::builder()
-        .status(200)
-        .header("content-type", "application/json");
-    if let Some(issue) = query.get("issue") {
-        resp = resp.header("X-Session-Issue", issue.as_str());
-    }
-    // The rest of the session directives, passed through as given.
-    for (param, header) in [
-        ("destroy", "X-Session-Destroy"),
-        ("update", "X-Session-Update"),
-        ("regenerate", "X-Session-Regenerate"),
-        ("max_age", "X-Session-Max-Age"),
-    ] {
-        if let Some(v) = query.get(param) {
-            resp = resp.header(header, v.as_str());
-        }
-    }
-    if let Some(c) = query.get("set_cookie") {
-        resp = resp.header("set-cookie", c.as_str());
-    }
-    Ok(resp.body(Full::new(Bytes::from(body.to_string()))).unwrap())
-}
 
 // ---------------------------------------------------------------------------------------
 // The gate
@@ -284,6 +50,8 @@ pub struct GateBuilder {
     admin_token: Option<String>,
     tail: Vec<String>,
     cache: bool,
+    cache_lines: Vec<String>,
+    log: Vec<String>,
 }
 
 impl GateBuilder {
@@ -303,11 +71,37 @@ impl GateBuilder {
             admin_token: None,
             tail: vec![],
             cache: false,
+            cache_lines: vec![],
+            log: vec![],
         }
+    }
+
+    /// A `key = value` line for `[log]`.
+    pub fn log(mut self, line: &str) -> Self {
+        self.log.push(line.into());
+        self
+    }
+
+    /// Redis Sentinel: the sentinel at `sentinel_url` names the master `master`.
+    pub fn redis_sentinel(mut self, sentinel_url: &str, master: &str) -> Self {
+        self.store = Some(format!("sentinel:{master}|{sentinel_url}"));
+        self
+    }
+
+    /// A Redis Cluster, by its seed nodes.
+    pub fn redis_cluster(mut self, seeds: &[String]) -> Self {
+        self.store = Some(format!("cluster:{}", seeds.join(",")));
+        self
     }
 
     pub fn redis(mut self, r: &Redis) -> Self {
         self.store = Some(r.url());
+        self
+    }
+
+    /// Redis at this URL (a [`FreezableRelay`] in front of a harness Redis, say).
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.store = Some(url.into());
         self
     }
 
@@ -328,6 +122,12 @@ impl GateBuilder {
     /// that a test writing to Redis directly sees its write on the next request).
     pub fn cache(mut self) -> Self {
         self.cache = true;
+        self
+    }
+
+    /// A `key = value` line for `[cache]`.
+    pub fn cache_setting(mut self, line: &str) -> Self {
+        self.cache_lines.push(line.into());
         self
     }
 
@@ -402,9 +202,35 @@ impl GateBuilder {
         for l in &self.cookie {
             t += &format!("{l}\n");
         }
-        if let Some(url) = &self.store {
-            t +=
-                &format!("\n[redis]\nurl = \"{url}\"\ntimeout = \"300ms\"\nretry_after = \"3s\"\n");
+        if let Some((master, url)) = self
+            .store
+            .as_deref()
+            .and_then(|s| s.strip_prefix("sentinel:"))
+            .and_then(|s| s.split_once('|'))
+        {
+            t += &format!(
+                "\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\nsentinel = {{ master = {master:?}, nodes = [{url:?}] }}\ntimeout = \"300ms\"\nretry_after = \"3s\"\n"
+            );
+        }
+        match self
+            .store
+            .as_deref()
+            .filter(|s| !s.starts_with("sentinel:"))
+            .map(|s| (s, s.strip_prefix("cluster:")))
+        {
+            Some((_, Some(seeds))) => {
+                let seeds: Vec<String> = seeds.split(',').map(|s| format!("{s:?}")).collect();
+                t += &format!(
+                    "\n[redis]\ncluster = [{}]\ntimeout = \"300ms\"\nretry_after = \"3s\"\n",
+                    seeds.join(", ")
+                );
+            }
+            Some((url, None)) => {
+                t += &format!(
+                    "\n[redis]\nurl = \"{url}\"\ntimeout = \"300ms\"\nretry_after = \"3s\"\n"
+                );
+            }
+            None => {}
         }
         t += "\n[identity.headers]\n";
         for l in &self.identity {
@@ -418,6 +244,15 @@ impl GateBuilder {
             t += &format!("\n[[route]]\n{r}\n");
         }
         t += &format!("\n[cache]\nenabled = {}\n", self.cache);
+        for l in &self.cache_lines {
+            t += &format!("{l}\n");
+        }
+        if !self.log.is_empty() {
+            t += "\n[log]\n";
+            for l in &self.log {
+                t += &format!("{l}\n");
+            }
+        }
         for extra in &self.tail {
             t += &format!("\n{extra}\n");
         }
@@ -436,6 +271,61 @@ impl GateBuilder {
         let config = sessiongate::Config::parse(&toml, "test.toml", &|_| None)
             .unwrap_or_else(|e| panic!("{e}\n{toml}"));
         Gate::run(config, addr)
+    }
+
+    /// Starts the gate with its access log (`[log] access`, set it) written to the returned
+    /// [`AccessLines`] instead of stdout.
+    pub fn start_logged(&self) -> (Gate, AccessLines) {
+        let addr = free_addr();
+        let toml = self.toml(addr);
+        let config = sessiongate::Config::parse(&toml, "test.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let lines = AccessLines::default();
+        let server =
+            sessiongate::GateServer::with_access_log(config.clone(), Box::new(lines.clone()))
+                .expect("gate starts");
+        (Gate::serve(server, &config, addr), lines)
+    }
+}
+
+/// What a gate wrote to its access log: a shared, growing buffer.
+#[derive(Clone, Default)]
+pub struct AccessLines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for AccessLines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AccessLines {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Waits (bounded) until `n` lines were written, and returns them: lines are written
+    /// after the answer, by a thread of their own.
+    pub fn wait(&self, n: usize) -> Vec<String> {
+        wait_for(
+            &format!("{n} access-log lines"),
+            Duration::from_secs(20),
+            || {
+                let text = self.text();
+                (text.lines().count() >= n).then(|| text.lines().map(str::to_owned).collect())
+            },
+        )
+    }
+
+    /// The same, each line parsed as JSON.
+    pub fn wait_json(&self, n: usize) -> Vec<Value> {
+        self.wait(n)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
     }
 }
 
@@ -465,10 +355,19 @@ pub struct Gate {
 
 impl Gate {
     pub fn run(config: sessiongate::Config, addr: SocketAddr) -> Gate {
+        let server = sessiongate::GateServer::new(config.clone()).expect("gate starts");
+        Gate::serve(server, &config, addr)
+    }
+
+    /// Runs `server` (built from `config`) and waits for its listeners.
+    pub fn serve(
+        server: sessiongate::GateServer,
+        config: &sessiongate::Config,
+        addr: SocketAddr,
+    ) -> Gate {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cookie_name = config.session.cookie_name.clone();
         let admin: Option<SocketAddr> = config.admin.as_ref().map(|a| a.listen.parse().unwrap());
-        let server = sessiongate::GateServer::new(config).expect("gate starts");
         let thread = std::thread::spawn(move || {
             server.run_until(Box::new(StopSignal(Mutex::new(Some(rx)))))
         });
@@ -605,6 +504,53 @@ impl Client {
 pub async fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     send_on(stream, method, path, headers).await
+}
+
+/// Writes `request` byte for byte on a fresh connection (for request lines and headers no
+/// HTTP client would send) and reads the answer until the peer closes; status 0 when it closed
+/// without answering. Send `Connection: close` in `request`.
+pub async fn raw_bytes(addr: SocketAddr, request: &[u8]) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the peer neither answered nor closed")
+        .ok();
+    parse_response(&bytes)
+}
+
+/// Reads one HTTP/1.1 response (head, then the body as far as it goes).
+pub fn parse_response(bytes: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Response {
+            status: 0,
+            headers: vec![],
+            body: String::new(),
+        };
+    };
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(body.len());
+    Response {
+        status,
+        headers,
+        body: body.get(..len).unwrap_or(body).to_string(),
+    }
 }
 
 /// One HTTP/1.1 request over any byte stream (plain TCP or TLS).
@@ -820,62 +766,69 @@ fn rustls_pemfile_certs(pem: &mut &[u8]) -> Vec<rustls::pki_types::CertificateDe
 
 /// `redis-server` with TLS only and a password, on a free port.
 pub struct TlsRedis {
-    child: Child,
+    server: ProcessGuard,
     pub port: u16,
     pub password: String,
 }
 
 impl TlsRedis {
     pub fn start(pki: &TestPki) -> Self {
-        let port = free_addr().port();
+        let port = free_port();
         let password = "redis-pass-123".to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args([
-                "--tls-cert-file",
-                &pki.path("cert.pem"),
-                "--tls-key-file",
-                &pki.path("key.pem"),
-            ])
-            .args([
-                "--tls-ca-cert-file",
-                &pki.path("ca.pem"),
-                "--tls-auth-clients",
-                "no",
-            ])
-            .args([
-                "--requirepass",
-                &password,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for("TLS redis-server", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        let mut server = ProcessGuard::spawn(
+            "TLS redis-server",
+            std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .args([
+                    "--tls-cert-file",
+                    &pki.path("cert.pem"),
+                    "--tls-key-file",
+                    &pki.path("key.pem"),
+                ])
+                .args([
+                    "--tls-ca-cert-file",
+                    &pki.path("ca.pem"),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .args([
+                    "--requirepass",
+                    &password,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]),
+        );
+        server.wait_for_port(port, Duration::from_secs(10));
         TlsRedis {
-            child,
+            server,
             port,
             password,
         }
     }
 }
 
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One counter or gauge of the admin API's `/metrics` (0 when absent).
+pub async fn admin_metric(admin: SocketAddr, token: &str, name: &str) -> u64 {
+    let r = raw(
+        admin,
+        "GET",
+        "/metrics",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    r.body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == name)
+        .map_or(0, |(_, v)| v.trim().parse::<f64>().unwrap() as u64)
 }

@@ -6,6 +6,10 @@
 //! Sessions made on either side work on the other, both roll the same TTL and cookie without
 //! resetting each other's cookie settings, rotated secrets are shared, and logout on either
 //! side ends the session for both.
+//!
+//! Longer than other modules on purpose: it is one capability (the wire format), and each
+//! test sets up the same mixed fleet ([`Stack`]) and walks one cookie setting or lifecycle
+//! step through both sides; split across files, the fleet's set-up would be what repeats.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -453,6 +457,18 @@ async fn rolling_an_express_session_keeps_its_ttl_and_cookie_settings() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-user"], "erin");
     assert_ttl(&redis, &key, 600);
+    // The first time a gate sees a session it stamps when (`sessiongate.seen`, what log out
+    // everywhere compares against), appending the member and keeping every other byte.
+    let stamped = redis.get(&key).unwrap();
+    let seen = &stamped[before_raw.len() - 1..];
+    assert!(
+        stamped.starts_with(&before_raw[..before_raw.len() - 1])
+            && seen.starts_with(r#","sessiongate":{"seen":"#),
+        "{stamped}"
+    );
+    let before_raw = stamped;
+    redis.expire(&key, 30);
+    assert_eq!(c.get("/api/").await.status, 200);
     assert_eq!(
         redis.get(&key).unwrap(),
         before_raw,

@@ -5,6 +5,8 @@
 //! `npm ci` runs once per test process, from the committed lockfile, when `node_modules` is
 //! missing or older than `package-lock.json`. When it fails (no npm, no registry), every
 //! interop test fails with npm's own error: they never skip.
+//!
+//! Just over the usual length: the express app takes many settings, one builder method each.
 
 #![allow(dead_code)]
 
@@ -223,6 +225,14 @@ impl Express {
     pub fn builder(redis: &Redis) -> ExpressBuilder {
         ExpressBuilder {
             redis_url: format!("unix://{}", redis.socket().display()),
+            ..Self::defaults()
+        }
+    }
+
+    /// Every setting at express-session's and connect-redis's default, on no Redis yet.
+    fn defaults() -> ExpressBuilder {
+        ExpressBuilder {
+            redis_url: String::new(),
             secrets: vec![],
             cookie_name: "connect.sid".into(),
             prefix: "sess:".into(),
@@ -230,6 +240,16 @@ impl Express {
             same_site: None,
             store_ttl: None,
             backend: "express".into(),
+            trust_proxy: false,
+            cluster: None,
+        }
+    }
+
+    /// The same app on a Redis Cluster (node-redis's cluster client on `seeds`).
+    pub fn on_cluster(seeds: &[String]) -> ExpressBuilder {
+        ExpressBuilder {
+            cluster: Some(seeds.to_vec()),
+            ..Self::defaults()
         }
     }
 
@@ -257,6 +277,8 @@ pub struct ExpressBuilder {
     same_site: Option<String>,
     store_ttl: Option<u64>,
     backend: String,
+    trust_proxy: bool,
+    cluster: Option<Vec<String>>,
 }
 
 impl ExpressBuilder {
@@ -302,6 +324,18 @@ impl ExpressBuilder {
         self
     }
 
+    /// node-redis's cluster client on these seed URLs, instead of the test's Redis.
+    pub fn cluster(mut self, seeds: &[String]) -> Self {
+        self.cluster = Some(seeds.to_vec());
+        self
+    }
+
+    /// `app.set("trust proxy", true)`: the app believes `X-Forwarded-Host`.
+    pub fn trust_proxy(mut self) -> Self {
+        self.trust_proxy = true;
+        self
+    }
+
     pub fn start(&self) -> Express {
         ensure_npm_ci();
         assert!(!self.secrets.is_empty(), "express needs secrets");
@@ -322,12 +356,17 @@ impl ExpressBuilder {
             .env_remove("SAME_SITE")
             .env_remove("STORE_TTL")
             .env_remove("NODE_OPTIONS")
-            .env_remove("DEBUG");
+            .env_remove("REDIS_CLUSTER")
+            .env_remove("DEBUG")
+            .env("TRUST_PROXY", if self.trust_proxy { "1" } else { "0" });
         if let Some(ms) = self.max_age_ms {
             cmd.env("COOKIE_MAX_AGE_MS", ms.to_string());
         }
         if let Some(s) = &self.same_site {
             cmd.env("SAME_SITE", s);
+        }
+        if let Some(seeds) = &self.cluster {
+            cmd.env("REDIS_CLUSTER", serde_json::to_string(seeds).unwrap());
         }
         if let Some(t) = self.store_ttl {
             cmd.env("STORE_TTL", t.to_string());

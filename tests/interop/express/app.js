@@ -7,6 +7,8 @@
 //   PORT               listen port on 127.0.0.1 (0 = pick a free port; default 0)
 //   REDIS_URL          required; redis://host:port/db, rediss://..., or
 //                      unix:///abs/path/redis.sock[?db=N]
+//   REDIS_CLUSTER      optional; a JSON array of redis:// seed URLs: node-redis's cluster
+//                      client instead of REDIS_URL (which is then not read)
 //   SESSION_SECRETS    required; JSON array of strings (first signs, all verify)
 //   COOKIE_NAME        express-session `name` (default "connect.sid")
 //   SESSION_PREFIX     connect-redis `prefix` (default "sess:")
@@ -14,6 +16,8 @@
 //   SAME_SITE          optional -> cookie.sameSite ("lax", "strict", "none", "true", "false")
 //   STORE_TTL          optional integer seconds -> connect-redis `ttl` (default 86400)
 //   BACKEND_NAME       optional, echoed in responses (default "express")
+//   TRUST_PROXY        "1" -> app.set("trust proxy", true): req.hostname and req.protocol
+//                      believe X-Forwarded-Host / X-Forwarded-Proto
 //
 // Once listening, exactly one line `LISTENING <port>` is printed to stdout.
 
@@ -21,7 +25,7 @@ const http = require("node:http");
 const express = require("express");
 const session = require("express-session");
 const { RedisStore } = require("connect-redis");
-const { createClient } = require("redis");
+const { createClient, createCluster } = require("redis");
 
 function fail(msg) {
   process.stderr.write(`interop-express: ${msg}\n`);
@@ -63,8 +67,9 @@ if (process.env.SAME_SITE) {
   else fail(`SAME_SITE must be lax|strict|none|true|false, got ${JSON.stringify(process.env.SAME_SITE)}`);
 }
 
+const clusterSeeds = process.env.REDIS_CLUSTER ? JSON.parse(process.env.REDIS_CLUSTER) : null;
 const redisUrl = process.env.REDIS_URL;
-if (!redisUrl) fail("REDIS_URL is required");
+if (!redisUrl && !clusterSeeds) fail("REDIS_URL is required");
 
 function redisOptions(url) {
   if (url.startsWith("unix://")) {
@@ -83,7 +88,9 @@ function redisOptions(url) {
 
 // ---- redis + store ----------------------------------------------------------
 
-const redisClient = createClient(redisOptions(redisUrl));
+const redisClient = clusterSeeds
+  ? createCluster({ rootNodes: clusterSeeds.map((url) => ({ url })) })
+  : createClient(redisOptions(redisUrl));
 let shuttingDown = false;
 redisClient.on("error", (err) => {
   if (!shuttingDown) process.stderr.write(`interop-express: redis error: ${err.message}\n`);
@@ -100,6 +107,7 @@ if (sameSite !== undefined) cookie.sameSite = sameSite;
 // ---- app --------------------------------------------------------------------
 
 const app = express();
+if (process.env.TRUST_PROXY === "1") app.set("trust proxy", true);
 app.disable("x-powered-by");
 app.disable("etag");
 
@@ -144,6 +152,7 @@ app.post("/login", (req, res, next) => {
 app.get("/whoami", (req, res) => {
   res.json({
     backend,
+    hostname: req.hostname,
     user: req.session.user ?? null,
     roles: req.session.roles ?? [],
     sessionId: req.sessionID,
