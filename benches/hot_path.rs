@@ -18,14 +18,12 @@ use http::{HeaderName, Method};
 use pingora::http::RequestHeader;
 use serde_json::{json, Map, Value};
 
-use sessiongate::config::file::AuthMode;
-use sessiongate::config::runtime::{CookieSettings, IdentitySettings, RouteSettings, Secure};
-use sessiongate::cookie::{decode_value, encode_value, values};
-use sessiongate::identity::Identity;
-use sessiongate::path::normalize_path;
-use sessiongate::routes::{HostPattern, RouteTable};
-use sessiongate::session::Session;
-use sessiongate::signing::Signer;
+use sessiongate::hot_path::{
+    decode_value, encode_value, normalize_path, values, AuthMode, CookiePolicy, HostPattern,
+    Identity, IdentitySettings, MemoryStore, Route, RouteTable, SameSite, Secure, SessionRecord,
+    Signer,
+};
+use sessiongate::{Config, Sessions};
 
 const COOKIE_NAME: &str = "connect.sid";
 const SID: &str = "W0kENn_GtXvdsJHGxCQISK4wiBiX30Ab";
@@ -39,54 +37,79 @@ fn cookie_header(session_value: &str) -> String {
     )
 }
 
+/// The gate's session service with these secrets (the first signs), on the embedded store:
+/// its `credential` is what the proxy calls on every protected request.
+fn sessions(secrets: &[&str]) -> Sessions {
+    let quoted: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
+    let toml = format!(
+        "[session]\nsecrets = [{}]\n[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n\
+         [[route]]\npath = \"/\"\nupstream = \"a\"\nauth = \"required\"\n",
+        quoted.join(", ")
+    );
+    let config = Config::parse(&toml, "bench.toml", &|_| None).unwrap();
+    Sessions::new(config.session, std::sync::Arc::new(MemoryStore::new()))
+}
+
+/// A GET carrying this Cookie header.
+fn with_cookie(header: &str) -> RequestHeader {
+    let mut req = RequestHeader::build("GET", b"/account/", None).unwrap();
+    req.insert_header("cookie", header).unwrap();
+    req
+}
+
 /// What the gate does with a Cookie header: every value of the session cookie, decoded and
 /// verified (two different valid ones would count as none, so all are looked at).
-fn verify(signer: &Signer, header: &str) -> Option<String> {
-    let mut found = None;
-    for v in values(header, COOKIE_NAME) {
-        let Some(decoded) = decode_value(v) else {
-            continue;
-        };
-        if let Some(sid) = signer.unsign(&decoded) {
-            found = Some(sid.to_owned());
-        }
-    }
-    found
+fn verify(sessions: &Sessions, req: &RequestHeader) -> Option<String> {
+    sessions.credential(req).map(|c| c.sid)
 }
 
 fn cookie(c: &mut Criterion) {
-    let secrets: Vec<Vec<u8>> = vec![
-        b"the current secret, 32 bytes long".to_vec(),
-        b"the previous secret, rotated last month".to_vec(),
-        b"the secret before that one".to_vec(),
+    let names = [
+        "the current secret, 32 bytes long",
+        "the previous secret, rotated last month",
+        "the secret before that one",
     ];
+    let secrets: Vec<Vec<u8>> = names.iter().map(|s| s.as_bytes().to_vec()).collect();
     let one = Signer::new(&secrets[..1]);
     let three = Signer::new(&secrets);
+    let (one_service, three_service) = (sessions(&names[..1]), sessions(&names));
     // Signed by the first secret for the 1-secret case, by the LAST of three for the worst case.
     let by_first = cookie_header(&encode_value(&one.sign(SID)));
     let by_last = cookie_header(&encode_value(&Signer::new(&secrets[2..]).sign(SID)));
     let forged = cookie_header(&encode_value(&format!("s:{SID}.{}", "A".repeat(43))));
-    assert_eq!(verify(&one, &by_first).as_deref(), Some(SID));
-    assert_eq!(verify(&three, &by_last).as_deref(), Some(SID));
-    assert_eq!(verify(&three, &forged), None);
+    let (by_first, by_last, forged) = (
+        with_cookie(&by_first),
+        with_cookie(&by_last),
+        with_cookie(&forged),
+    );
+    assert_eq!(verify(&one_service, &by_first).as_deref(), Some(SID));
+    assert_eq!(verify(&three_service, &by_last).as_deref(), Some(SID));
+    assert_eq!(verify(&three_service, &forged), None);
 
     let mut g = c.benchmark_group("cookie");
     g.throughput(Throughput::Elements(1));
+    let header = by_first
+        .headers
+        .get("cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     g.bench_function("parse_only", |b| {
         b.iter(|| {
-            values(black_box(&by_first), COOKIE_NAME)
+            values(black_box(&header), COOKIE_NAME)
                 .filter_map(decode_value)
                 .count()
         })
     });
     g.bench_function("parse_verify/1_secret", |b| {
-        b.iter(|| verify(&one, black_box(&by_first)))
+        b.iter(|| verify(&one_service, black_box(&by_first)))
     });
     g.bench_function("parse_verify/3_secrets_signed_by_last", |b| {
-        b.iter(|| verify(&three, black_box(&by_last)))
+        b.iter(|| verify(&three_service, black_box(&by_last)))
     });
     g.bench_function("parse_verify/3_secrets_forged", |b| {
-        b.iter(|| verify(&three, black_box(&forged)))
+        b.iter(|| verify(&three_service, black_box(&forged)))
     });
     g.bench_function("unsign/1_secret", |b| {
         let v = one.sign(SID);
@@ -99,8 +122,8 @@ fn cookie(c: &mut Criterion) {
     g.finish();
 }
 
-fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> RouteSettings {
-    RouteSettings {
+fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Route {
+    Route {
         prefix: prefix.trim_end_matches('/').into(),
         host: host.map(|h| HostPattern::parse(h).unwrap()),
         methods,
@@ -108,12 +131,13 @@ fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Rout
         auth: AuthMode::Required,
         login_redirect: None,
         issue_sessions: false,
+        method_override: false,
     }
 }
 
 /// 100 routes the way a mid-sized site has them: a catch-all, per-service API prefixes with
 /// versions, some host-bound (`*.example.com` tenants), some method-bound.
-fn hundred_routes() -> Vec<RouteSettings> {
+fn hundred_routes() -> Vec<Route> {
     let mut routes = vec![route("/", None, None)];
     for i in 0..99 {
         let r = match i % 4 {
@@ -144,7 +168,7 @@ fn routing(c: &mut Criterion) {
     ];
     for (_, raw) in &cases {
         let p = normalize_path(raw).unwrap();
-        assert!(table.find(host, &Method::GET, &p.decoded).is_some());
+        assert!(table.find(host, &Method::GET, &p.matched).is_some());
     }
 
     let mut g = c.benchmark_group("route");
@@ -153,14 +177,14 @@ fn routing(c: &mut Criterion) {
         g.bench_function(format!("normalize/{name}"), |b| {
             b.iter(|| normalize_path(black_box(raw)).unwrap())
         });
-        let decoded = normalize_path(raw).unwrap().decoded;
+        let decoded = normalize_path(raw).unwrap().matched;
         g.bench_function(format!("find_100/{name}"), |b| {
             b.iter(|| table.find(black_box(host), &Method::GET, black_box(&decoded)))
         });
         g.bench_function(format!("normalize+find_100/{name}"), |b| {
             b.iter(|| {
                 let p = normalize_path(black_box(raw)).unwrap();
-                table.find(black_box(host), &Method::GET, &p.decoded)
+                table.find(black_box(host), &Method::GET, &p.matched)
             })
         });
     }
@@ -223,20 +247,20 @@ fn identity(c: &mut Criterion) {
         "cart".into(),
         Value::Array((0..5).map(|i| json!({"sku": i, "qty": 1})).collect()),
     );
-    let cookie = CookieSettings {
+    let cookie = CookiePolicy {
         path: "/".into(),
         domain: None,
         http_only: true,
         secure: Secure::Auto,
-        same_site: Some("Lax"),
+        same_site: Some(SameSite::Lax),
         max_age: Some(Duration::from_secs(1800)),
     };
-    let json = Session::new(fields, &cookie, false, SystemTime::now()).to_json();
-    let session = Session::parse(&json).unwrap();
+    let json = SessionRecord::new(fields, &cookie, false, SystemTime::now()).to_json();
+    let session = SessionRecord::parse(&json).unwrap();
 
     let template = browser_request();
     let mut check = template.clone();
-    identity.strip_request(&mut check);
+    identity.strip_request(&mut check, false);
     identity.inject(&session, &mut check);
     assert_eq!(check.headers.get("x-user").unwrap(), "alice");
     assert_eq!(
@@ -252,12 +276,12 @@ fn identity(c: &mut Criterion) {
     let mut g = c.benchmark_group("identity");
     g.throughput(Throughput::Elements(1));
     g.bench_function("session_parse", |b| {
-        b.iter(|| Session::parse(black_box(&json)).unwrap())
+        b.iter(|| SessionRecord::parse(black_box(&json)).unwrap())
     });
     g.bench_function("strip", |b| {
         b.iter_batched_ref(
             || template.clone(),
-            |req| identity.strip_request(req),
+            |req| identity.strip_request(req, false),
             BatchSize::SmallInput,
         )
     });
@@ -272,7 +296,7 @@ fn identity(c: &mut Criterion) {
         b.iter_batched_ref(
             || template.clone(),
             |req| {
-                identity.strip_request(req);
+                identity.strip_request(req, false);
                 identity.inject(&session, req);
             },
             BatchSize::SmallInput,

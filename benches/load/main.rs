@@ -1,0 +1,263 @@
+//! The end-to-end load bench: `cargo bench -p sessiongate-benches --bench load`.
+//!
+//! It builds the gate (`cargo build --release --bin sessiongate`: the tuned release profile)
+//! and, for the `pingora` row, this package's bare Pingora pass-through (`cargo build
+//! --release -p sessiongate-benches --bin pingora-passthrough`: the same profile), starts its
+//! own `redis-server` on a free loopback port, a fast upstream (hyper, one thread, small fixed
+//! body, keep-alive; a separate process) and the gate as a separate process, logs one user in
+//! through the gate, then drives keep-alive load with a closed-loop Rust load generator (hyper
+//! client, N connections, warm-up then a fixed measured window, latencies in an HdrHistogram)
+//! against, one after the other:
+//!
+//! | row | what |
+//! |---|---|
+//! | `upstream` | the upstream directly: the ceiling of this machine and load generator |
+//! | `nginx` | nginx plain `proxy_pass`, 1 worker, keep-alive upstream (only when `nginx` is on PATH) |
+//! | `pingora` | a bare Pingora pass-through (`pingora_passthrough.rs`): a `ProxyHttp` that forwards every request to the upstream, no routing, no sessions; built and run like the gate (release profile, `threads = 1`): the limit the public route is measured against |
+//! | `public` | the gate on a `public` route: no session work, the gate's bare-proxy limit (set against `pingora`) |
+//! | `auth-nocache` | the gate on a `required` route, `[cache] enabled = false`: verify + one Redis round trip (read + touch) per request |
+//! | `auth-cache` | the same with `[cache] enabled = true` (`touch_interval = "60s"`) |
+//! | `express` | express-session + connect-redis + http-proxy-middleware doing the same job (benches/peer/, one Node process, keep-alive agent to the upstream) |
+//! | `express-defaults` | the same with http-proxy-middleware's default agent: a new upstream connection per request, as most apps run it |
+//!
+//! Every authenticated row is checked first: no cookie gets 401, the cookie gets 200 and the
+//! upstream saw `X-User: alice` (a forged `X-User` is replaced). Every gate row reports the
+//! Redis commands per request (INFO commandstats before and after the measured window,
+//! script-internal calls included, INFO itself excluded) and the gate's peak RSS (VmHWM).
+//!
+//! Results: a table on stdout, `benches/results/load.md` and `benches/results/load.svg`, and
+//! the targets with their measured ratios (and `public / bare Pingora`, a ratio with no
+//! target).
+//!
+//! The modules: `opts` (the environment), `processes` (Redis, the upstream, the release builds,
+//! the gate, the pass-through, nginx, the express peer; all through the test kit's process
+//! guard), `probe` (set-up and correctness checks, the invalidation delay), `driver` (the
+//! load generator), `report` and `targets` (table, load.md, targets), `chart` (load.svg).
+//!
+//! Environment (all optional):
+//!
+//! - `BENCH_DURATION` measured seconds per row (10), `BENCH_WARMUP` seconds (2),
+//!   `BENCH_CONNECTIONS` (32), `BENCH_CLIENT_THREADS` load generator threads (1);
+//! - `BENCH_ROWS` a comma list of the rows above (all);
+//! - `BENCH_ROLLING=0` runs the gate and the peer with `rolling` off (touch only, no
+//!   `Set-Cookie` on every response), to see what the rolling cookie costs;
+//! - `BENCH_OUT` where to write load.md and load.svg (benches/results);
+//! - `SESSIONGATE_BIN` a gate binary to use instead of building one (relative to the
+//!   workspace root);
+//! - `BENCH_TIME_LIMIT` seconds the bench may run after the build before it gives up (900).
+
+mod chart;
+mod driver;
+mod opts;
+mod probe;
+mod processes;
+mod report;
+mod targets;
+
+use std::time::Duration;
+
+use driver::{client_runtime, Ctx, Target};
+use opts::Opts;
+use probe::{check_authenticates, invalidation_delay, login, probe, wait_for_200};
+use processes::{
+    build_gate, build_passthrough, nginx_worker_rss, start_express, start_gate, start_nginx,
+    start_passthrough, start_upstream, upstream_main, BenchRedis, Cache, GateSpec,
+};
+use report::{report, Row};
+use sessiongate_testkit::on_path;
+
+const SECRET: &str = "bench-secret-7d1c4f0e9a2b45d6b8e3c1f0a9d8e7b6";
+const USER: &str = "alice";
+/// The upstream's answer: a small JSON document.
+const BODY: &str =
+    r#"{"ok":true,"items":[1,2,3],"note":"a small fixed body from the bench upstream"}"#;
+const ROLE_ENV: &str = "SG_BENCH_ROLE";
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        match role.as_str() {
+            "upstream" => return upstream_main(),
+            other => panic!("unknown {ROLE_ENV} `{other}`"),
+        }
+    }
+    let opts = Opts::from_env();
+    run(&opts);
+}
+
+/// Ends the whole bench (and, through PR_SET_PDEATHSIG, every child) if it runs too long.
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!(
+            "load bench: gave up after {}s (BENCH_TIME_LIMIT); children die with this process",
+            limit.as_secs()
+        );
+        std::process::exit(3);
+    });
+}
+
+fn run(opts: &Opts) {
+    let gate_bin = build_gate();
+    let passthrough_bin = opts.wants("pingora").then(build_passthrough);
+    watchdog(opts.time_limit);
+    let tmp = tempfile::Builder::new()
+        .prefix("sessiongate-load-")
+        .tempdir()
+        .expect("create a temp dir");
+    let dir = tmp.path();
+
+    let redis = BenchRedis::start();
+    let (upstream, upstream_port) = start_upstream();
+    let mut ctx = Ctx {
+        opts,
+        rt: client_runtime(opts.client_threads),
+        redis,
+    };
+    let redis_url = ctx.redis.url();
+    let spec = GateSpec {
+        bin: &gate_bin,
+        tmp: dir,
+        redis_url: &redis_url,
+        upstream: upstream_port,
+        rolling: opts.rolling,
+    };
+
+    // One user logged in through the gate, used by every authenticated row (gate and express).
+    let cookie = {
+        let (_gate, port) = start_gate(&spec, "gate-login", Cache::Off);
+        login(port)
+    };
+
+    let mut rows = Vec::new();
+
+    let mut row = Row::new("upstream", "upstream direct");
+    if opts.wants(row.key) {
+        let target = Target {
+            port: upstream_port,
+            path: "/public/data",
+            cookie: None,
+        };
+        let p = probe(upstream_port, "GET", "/public/data", &[]).unwrap();
+        assert_eq!(p.status, 200);
+        ctx.measure(&mut row, &target, Some(&upstream));
+        rows.push(row);
+    }
+
+    let mut row = Row::new("nginx", "nginx proxy_pass (reference)");
+    if opts.wants(row.key) {
+        if on_path("nginx") {
+            let (mut nginx, port) = start_nginx(dir, upstream_port);
+            wait_for_200(&mut nginx, port, "/public/ready", Duration::from_secs(10));
+            let target = Target {
+                port,
+                path: "/public/data",
+                cookie: None,
+            };
+            ctx.measure(&mut row, &target, None);
+            // The worker does the work; the master only supervises.
+            row.rss_kib = nginx_worker_rss(nginx.pid());
+        } else {
+            row.skipped = Some("nginx not installed".into());
+            eprintln!("load bench: nginx not installed: no nginx reference row");
+        }
+        rows.push(row);
+    }
+
+    let mut row = Row::new("pingora", "bare Pingora pass-through");
+    if let Some(bin) = &passthrough_bin {
+        let (mut proxy, port) = start_passthrough(bin, upstream_port);
+        let p = probe(port, "GET", "/public/data", &[]).unwrap();
+        assert_eq!(p.status, 200);
+        let target = Target {
+            port,
+            path: "/public/data",
+            cookie: None,
+        };
+        ctx.measure(&mut row, &target, Some(&proxy));
+        proxy.assert_running();
+        rows.push(row);
+    }
+
+    let mut row = Row::new("public", "gate, public route");
+    if opts.wants(row.key) {
+        let (mut gate, port) = start_gate(&spec, "gate-public", Cache::On);
+        let p = probe(
+            port,
+            "GET",
+            "/public/data",
+            &[("X-User", "mallory"), ("x_user", "m")],
+        )
+        .unwrap();
+        assert_eq!(p.status, 200);
+        assert_eq!(
+            p.header("x-seen-user"),
+            None,
+            "client identity headers are stripped"
+        );
+        let target = Target {
+            port,
+            path: "/public/data",
+            cookie: None,
+        };
+        ctx.measure(&mut row, &target, Some(&gate));
+        gate.assert_running();
+        rows.push(row);
+    }
+
+    for (key, label, cache) in [
+        ("auth-nocache", "gate, auth, cache off", Cache::Off),
+        ("auth-cache", "gate, auth, cache on", Cache::On),
+    ] {
+        let mut row = Row::new(key, label);
+        if !opts.wants(key) {
+            continue;
+        }
+        let (mut gate, port) = start_gate(&spec, &format!("gate-{key}"), cache);
+        check_authenticates(label, port, &cookie);
+        let target = Target {
+            port,
+            path: "/api/data",
+            cookie: Some(cookie.clone()),
+        };
+        ctx.measure(&mut row, &target, Some(&gate));
+        gate.assert_running();
+        check_authenticates(label, port, &cookie);
+        rows.push(row);
+    }
+
+    for (key, label, keep_alive) in [
+        ("express", "express peer (upstream keep-alive)", true),
+        ("express-defaults", "express peer (proxy defaults)", false),
+    ] {
+        let mut row = Row::new(key, label);
+        if !opts.wants(key) {
+            continue;
+        }
+        match start_express(&redis_url, upstream_port, opts.rolling, keep_alive) {
+            Ok((mut node, port)) => {
+                node.wait_for_port(port, Duration::from_secs(20));
+                check_authenticates(label, port, &cookie);
+                let target = Target {
+                    port,
+                    path: "/api/data",
+                    cookie: Some(cookie.clone()),
+                };
+                ctx.measure(&mut row, &target, Some(&node));
+                node.assert_running();
+            }
+            Err(why) => {
+                eprintln!("load bench: express peer not run: {why}");
+                row.skipped = Some(why);
+            }
+        }
+        rows.push(row);
+    }
+    let invalidation = if opts.wants("invalidation") {
+        invalidation_delay(&spec, &mut ctx.redis, 50)
+    } else {
+        String::new()
+    };
+    drop(upstream);
+
+    report(opts, &rows, &invalidation);
+}

@@ -1,0 +1,398 @@
+//! The servers the bench measures and the ones they need, each its own process (started with
+//! the test kit's [`ProcessGuard`], so none outlives the bench): Redis, the upstream (this
+//! binary again, in the `upstream` role), the gate and the bare Pingora pass-through (both
+//! built here with the release profile), nginx and the express peer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use sessiongate_testkit::{free_port, on_path, status_kib, ProcessGuard, Redis};
+
+use crate::opts::bench_dir;
+use crate::probe::wait_for_200;
+use crate::{BODY, ROLE_ENV, SECRET, USER};
+
+// ---------------------------------------------------------------------------------------------
+// The upstream (runs in a child process of this binary: SG_BENCH_ROLE=upstream)
+// ---------------------------------------------------------------------------------------------
+
+pub fn start_upstream() -> (ProcessGuard, u16) {
+    let port = free_port();
+    let mut upstream = ProcessGuard::spawn(
+        "upstream",
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE_ENV, "upstream")
+            .env("SG_BENCH_PORT", port.to_string()),
+    );
+    upstream.wait_for_port(port, Duration::from_secs(10));
+    (upstream, port)
+}
+
+/// The `upstream` role: one thread, keep-alive, the fixed body.
+pub fn upstream_main() {
+    let port: u16 = std::env::var("SG_BENCH_PORT")
+        .expect("SG_BENCH_PORT")
+        .parse()
+        .expect("a port");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the upstream port");
+        let body = Bytes::from_static(BODY.as_bytes());
+        sessiongate_testkit::serve(listener, move |req| upstream_answer(req, body.clone())).await;
+    });
+}
+
+/// 200 with the fixed body; echoes the identity it was given (`x-seen-user`) so the harness
+/// can check the gate injected it. `/login` answers the gate's login directive.
+fn upstream_answer(req: &Request<Incoming>, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(user) = req.headers().get("x-user") {
+        resp = resp.header("x-seen-user", user.clone());
+    }
+    if req.uri().path() == "/login" {
+        resp = resp.header(
+            "x-session-issue",
+            format!(r#"{{"user":"{USER}","roles":["admin","reader"]}}"#),
+        );
+    }
+    resp.body(Full::new(body)).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+/// The kit's `redis-server` on a loopback port, and one connection kept open for INFO and for
+/// the invalidation's DEL (opening a connection runs commands of its own).
+pub struct BenchRedis {
+    server: Redis,
+    pub con: redis::Connection,
+}
+
+impl BenchRedis {
+    pub fn start() -> Self {
+        let server = Redis::start_tcp();
+        let con = server.conn();
+        BenchRedis { server, con }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Calls per command (INFO commandstats), INFO itself left out.
+    pub fn command_calls(&mut self) -> BTreeMap<String, u64> {
+        Redis::command_calls(&mut self.con)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Release builds: the gate, and the bare Pingora pass-through
+// ---------------------------------------------------------------------------------------------
+
+/// `cargo build --release --bin sessiongate`, so the bench runs the shipped profile.
+pub fn build_gate() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SESSIONGATE_BIN") {
+        // cargo runs benches in the package directory: read a relative path from the
+        // workspace root, where the command was most likely typed.
+        let bin = PathBuf::from(bin);
+        let bin = if bin.is_relative() {
+            bench_dir().join("..").join(bin)
+        } else {
+            bin
+        };
+        assert!(
+            bin.is_file(),
+            "SESSIONGATE_BIN: no file at {}",
+            bin.display()
+        );
+        return bin;
+    }
+    cargo_build_release("sessiongate", "sessiongate")
+}
+
+/// `cargo build --release -p sessiongate-benches --bin pingora-passthrough`: the same
+/// profile (the workspace's `[profile.release]`) and target directory as the gate.
+pub fn build_passthrough() -> PathBuf {
+    cargo_build_release("sessiongate-benches", "pingora-passthrough")
+}
+
+fn cargo_build_release(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = bench_dir().join("../Cargo.toml");
+    eprintln!("load bench: cargo build --release -p {package} --bin {bin} (fat LTO: this takes minutes the first time)");
+    // A target directory of its own: `cargo bench` builds the shared dependencies with the
+    // bench package's features unified in (serde, smallvec, zerocopy), and sharing
+    // target/release would make the two builds rebuild each other's Pingora every run.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bench_dir().join("../target"))
+        .join("load-bench");
+    let out = Command::new(cargo)
+        .args(["build", "--release", "-p", package, "--bin", bin])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo");
+    assert!(out.status.success(), "cargo build --release failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gate and the bare Pingora pass-through
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+pub enum Cache {
+    Off,
+    On,
+}
+
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn gate_config(port: u16, redis_url: &str, upstream: u16, cache: Cache, rolling: bool) -> String {
+    let (enabled, touch_interval) = match cache {
+        Cache::Off => (false, "0s"),
+        Cache::On => (true, "60s"),
+    };
+    format!(
+        r#"# Generated by benches/load/processes.rs.
+[server]
+listen = ["127.0.0.1:{port}"]
+threads = 1
+
+[session]
+cookie_name = "connect.sid"
+secrets = ["env:SESSION_SECRET"]
+store = "redis"
+rolling = {rolling}
+touch_interval = "{touch_interval}"
+
+[session.cookie]
+http_only = true
+secure = false
+same_site = "lax"
+max_age = "30m"
+
+[redis]
+url = "{redis_url}"
+timeout = "500ms"
+
+[cache]
+enabled = {enabled}
+max_bytes = {CACHE_BYTES}
+ttl = "30s"
+
+[identity.headers]
+"X-User" = "/user"
+"X-User-Roles" = "/roles"
+
+[[upstream]]
+name = "app"
+servers = ["127.0.0.1:{upstream}"]
+
+[[route]]
+path = "/public/"
+upstream = "app"
+auth = "public"
+
+[[route]]
+path = "/login"
+upstream = "app"
+auth = "public"
+issue_sessions = true
+
+[[route]]
+path = "/api/"
+upstream = "app"
+auth = "required"
+"#
+    )
+}
+
+pub struct GateSpec<'a> {
+    pub bin: &'a Path,
+    pub tmp: &'a Path,
+    pub redis_url: &'a str,
+    pub upstream: u16,
+    pub rolling: bool,
+}
+
+pub fn start_gate(spec: &GateSpec<'_>, name: &str, cache: Cache) -> (ProcessGuard, u16) {
+    let GateSpec {
+        bin,
+        tmp,
+        redis_url,
+        upstream,
+        rolling,
+    } = *spec;
+    let port = free_port();
+    let config = tmp.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        gate_config(port, redis_url, upstream, cache, rolling),
+    )
+    .unwrap();
+    let mut proc = ProcessGuard::spawn(
+        name,
+        Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env("SESSION_SECRET", SECRET)
+            .env("SESSIONGATE_LOG", "warn"),
+    );
+    proc.wait_for_port(port, Duration::from_secs(20));
+    wait_for_200(&mut proc, port, "/public/ready", Duration::from_secs(20));
+    (proc, port)
+}
+
+/// The bare Pingora pass-through (benches/pingora_passthrough.rs) in front of the upstream.
+pub fn start_passthrough(bin: &Path, upstream: u16) -> (ProcessGuard, u16) {
+    let port = free_port();
+    let mut proc = ProcessGuard::spawn(
+        "pingora-passthrough",
+        Command::new(bin)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{upstream}")),
+    );
+    proc.wait_for_port(port, Duration::from_secs(20));
+    wait_for_200(&mut proc, port, "/public/ready", Duration::from_secs(20));
+    (proc, port)
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx and the express peer
+// ---------------------------------------------------------------------------------------------
+
+pub fn start_nginx(tmp: &Path, upstream: u16) -> (ProcessGuard, u16) {
+    let port = free_port();
+    let prefix = tmp.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let p = prefix.display();
+    let conf = format!(
+        r#"# Generated by benches/load/processes.rs: plain proxy_pass, one worker, loopback only.
+worker_processes 1;
+daemon off;
+pid {p}/nginx.pid;
+error_log {p}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {p}/client_body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    upstream app {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+    );
+    let path = prefix.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut proc = ProcessGuard::spawn(
+        "nginx",
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&path),
+    )
+    .graceful();
+    proc.wait_for_port(port, Duration::from_secs(10));
+    (proc, port)
+}
+
+/// The worker does the work; the master only supervises.
+pub fn nginx_worker_rss(master: u32) -> Option<u64> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter_map(|pid| status_kib(pid, "VmHWM:"))
+        .max()
+}
+
+pub fn start_express(
+    redis_url: &str,
+    upstream: u16,
+    rolling: bool,
+    keep_alive: bool,
+) -> Result<(ProcessGuard, u16), String> {
+    if !on_path("node") || !on_path("npm") {
+        return Err("Node.js/npm not installed".into());
+    }
+    let peer = bench_dir().join("peer");
+    let modules = peer.join("node_modules");
+    let lock = peer.join("package-lock.json");
+    let stale = match (std::fs::metadata(&modules), std::fs::metadata(&lock)) {
+        (Ok(m), Ok(l)) => m.modified().ok() < l.modified().ok(),
+        _ => true,
+    };
+    if stale {
+        eprintln!("load bench: npm ci in {}", peer.display());
+        let st = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&peer)
+            .status()
+            .map_err(|e| format!("npm ci: {e}"))?;
+        if !st.success() {
+            return Err(format!("npm ci failed ({st})"));
+        }
+    }
+    let port = free_port();
+    let proc = ProcessGuard::spawn(
+        "express-peer",
+        Command::new("node")
+            .arg(peer.join("app.js"))
+            .env("PORT", port.to_string())
+            .env("REDIS_URL", redis_url)
+            .env("UPSTREAM", format!("http://127.0.0.1:{upstream}"))
+            .env("SESSION_SECRET", SECRET)
+            .env("ROLLING", if rolling { "1" } else { "0" })
+            .env(
+                "PEER_UPSTREAM_KEEPALIVE",
+                if keep_alive { "1" } else { "0" },
+            )
+            .env("NODE_ENV", "production"),
+    );
+    Ok((proc, port))
+}

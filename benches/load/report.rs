@@ -1,0 +1,281 @@
+//! What a run leaves: the table and the targets on stdout, `load.md` and (through
+//! [`crate::chart`]) `load.svg` in `BENCH_OUT`, and the machine they were measured on.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use sessiongate_testkit::{on_path, Redis};
+
+use crate::chart::chart;
+use crate::driver::LoadStats;
+use crate::opts::Opts;
+use crate::targets::targets;
+
+pub struct Row {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub stats: Option<LoadStats>,
+    /// Redis calls per request and the top commands, when the row talks to Redis.
+    pub redis: Option<(f64, Vec<(String, f64)>)>,
+    /// Peak RSS of the server process (KiB).
+    pub rss_kib: Option<u64>,
+    /// Why the row has no numbers.
+    pub skipped: Option<String>,
+}
+
+impl Row {
+    pub fn new(key: &'static str, label: &'static str) -> Self {
+        Row {
+            key,
+            label,
+            stats: None,
+            redis: None,
+            rss_kib: None,
+            skipped: None,
+        }
+    }
+    pub fn rps(&self) -> Option<f64> {
+        self.stats.as_ref().map(|s| s.req_per_sec())
+    }
+    pub fn p99(&self) -> Option<f64> {
+        self.stats.as_ref().map(|s| s.quantile_ms(0.99))
+    }
+}
+
+/// A reference row: no gate in it, no Redis column.
+pub fn is_reference(key: &str) -> bool {
+    matches!(key, "upstream" | "nginx" | "pingora")
+}
+
+pub fn fmt_int(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn machine(opts: &Opts) -> Vec<(String, String)> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or("?".into(), |k| {
+            format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0)
+        });
+    let cmd = |c: &str, args: &[&str]| -> String {
+        Command::new(c)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| {
+                let s = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&s)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "not installed".into())
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    vec![
+        ("date".into(), cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
+        ("CPU".into(), format!("{cpu}, {nproc} logical CPUs (nproc)")),
+        ("memory".into(), mem),
+        ("kernel".into(), format!("Linux {kernel}")),
+        (
+            "rustc".into(),
+            cmd(&std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()), &["--version"]),
+        ),
+        ("redis-server".into(), Redis::version()),
+        ("node".into(), cmd("node", &["--version"])),
+        (
+            "nginx".into(),
+            if on_path("nginx") {
+                cmd("nginx", &["-v"])
+            } else {
+                "not installed".into()
+            },
+        ),
+        (
+            "load".into(),
+            format!(
+                "{} keep-alive connections, {} load-generator thread(s), {}s warm-up + {}s measured per row, closed loop, rolling {}",
+                opts.connections,
+                opts.client_threads,
+                opts.warmup.as_secs(),
+                opts.duration.as_secs(),
+                if opts.rolling { "on" } else { "off" }
+            ),
+        ),
+    ]
+}
+
+/// What each row measures, for load.md.
+const ROW_NOTES: &[(&str, &str)] = &[
+    ("upstream", "the load generator straight to the upstream: the ceiling of this machine."),
+    ("nginx", "nginx plain `proxy_pass` to the same upstream, 1 worker, upstream keep-alive: the reference proxy."),
+    ("pingora", "a minimal Pingora `ProxyHttp` (benches/pingora_passthrough.rs) that sends every request to the same upstream: no routing, no session work, no header changes. Built like the gate (release profile, mimalloc) and run like it (`threads = 1`, Pingora's keep-alive on both sides): what the gate's public route is measured against."),
+    ("public", "the gate on an `auth = \"public\"` route: path normalisation, routing, header stripping, no session work. The gate's bare-proxy limit, set against the bare Pingora row."),
+    ("auth-nocache", "the gate on an `auth = \"required\"` route with `[cache] enabled = false`, `touch_interval = \"0s\"`, rolling: cookie verify, one Redis round trip per request (the load+touch script), identity headers, a fresh `Set-Cookie`."),
+    ("auth-cache", "the same with `[cache] enabled = true`, `touch_interval = \"60s\"` (the defaults with Redis): sessions come from the local cache."),
+    ("express", "express 5 + express-session + connect-redis 9 + http-proxy-middleware 3 in one Node process (benches/peer/), checking the same session in the same Redis (rolling, `resave: false`), 401 without a user, identity headers set, with a keep-alive agent to the upstream."),
+    ("express-defaults", "the same app with http-proxy-middleware's default agent: a new upstream connection per request, as most deployments run it."),
+];
+
+pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
+    let verdicts = targets(rows);
+    let public_rps = rows.iter().find(|r| r.key == "public").and_then(Row::rps);
+
+    let mut table = String::new();
+    table.push_str("| row | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors | Redis cmds/req | peak RSS | vs public |\n");
+    table.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        match &r.stats {
+            Some(s) => {
+                let redis = match &r.redis {
+                    _ if is_reference(r.key) => "—".to_string(),
+                    Some((t, _)) => format!("{t:.3}"),
+                    None => "—".into(),
+                };
+                let _ = writeln!(
+                    table,
+                    "| {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+                    r.label,
+                    fmt_int(s.req_per_sec()),
+                    s.quantile_ms(0.50),
+                    s.quantile_ms(0.99),
+                    s.quantile_ms(0.999),
+                    s.non_2xx,
+                    s.transport_errors,
+                    redis,
+                    r.rss_kib.map_or("—".into(), mib),
+                    public_rps.map_or("—".into(), |p| format!("{:.2}x", s.req_per_sec() / p)),
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    table,
+                    "| {} | {} | | | | | | | | |",
+                    r.label,
+                    r.skipped.as_deref().unwrap_or("not run")
+                );
+            }
+        }
+    }
+
+    let mut breakdown = String::new();
+    for r in rows {
+        if let (Some((_, per)), false) = (&r.redis, is_reference(r.key)) {
+            if r.stats.is_none() {
+                continue;
+            }
+            let parts: Vec<String> = per
+                .iter()
+                .take(8)
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect();
+            let _ = writeln!(
+                breakdown,
+                "- {}: {}",
+                r.label,
+                if parts.is_empty() {
+                    "none".into()
+                } else {
+                    parts.join(", ")
+                }
+            );
+        }
+    }
+
+    let mut rows_md = String::new();
+    for r in rows {
+        if let Some((_, note)) = ROW_NOTES.iter().find(|(k, _)| *k == r.key) {
+            let _ = writeln!(rows_md, "- **{}**: {note}", r.label);
+        }
+    }
+
+    let mut verdict_md = String::new();
+    for v in &verdicts {
+        let _ = writeln!(verdict_md, "- **{}** {}", v.mark.word(), v.text);
+    }
+    let machine = machine(opts);
+    let mut machine_md = String::new();
+    for (k, v) in &machine {
+        let _ = writeln!(machine_md, "- {k}: {v}");
+    }
+
+    println!();
+    println!("{table}");
+    println!("Redis commands per request (INFO commandstats; script-internal calls included):");
+    print!("{breakdown}");
+    println!();
+    println!("{invalidation}");
+    println!();
+    println!("Targets:");
+    for v in &verdicts {
+        println!("  [{}] {}", v.mark.word(), v.text);
+    }
+    println!();
+    for (k, v) in &machine {
+        println!("{k}: {v}");
+    }
+
+    let md = format!(
+        "# sessiongate load bench\n\n\
+         Generated by `cargo bench -p sessiongate-benches --bench load` (benches/load/). \
+         Every server runs as its own process with one worker (gate and bare Pingora \
+         `threads = 1`, nginx `worker_processes 1`, one Node process, a one-thread upstream), all on this machine \
+         with the load generator, Redis and the upstream: on a small machine they compete for \
+         the same cores, the same way for every row.\n\n\
+         {table}\n\
+         `errors` are transport errors (refused or reset connections, 5 s timeouts); `non-2xx` \
+         are answers other than 2xx. Latencies are closed-loop (one request in flight per \
+         connection), like wrk's.\n\n\
+         {rows_md}\n\
+         Redis commands per request (INFO commandstats before and after the measured window; \
+         commands run inside Lua scripts count too, INFO itself does not):\n\n\
+         {breakdown}\n\
+         ## Cache invalidation\n\n{invalidation}\n\n\
+         ## Targets\n\n{verdict_md}\n\
+         ## Machine\n\n{machine_md}\n\
+         ![req/s per row](load.svg)\n"
+    );
+    std::fs::create_dir_all(&opts.out).expect("create the results directory");
+    let md_path = opts.out.join("load.md");
+    std::fs::write(&md_path, md).expect("write load.md");
+    let svg_path = opts.out.join("load.svg");
+    chart(&svg_path, rows, &machine);
+    println!("\nwrote {} and {}", md_path.display(), svg_path.display());
+}

@@ -1,0 +1,166 @@
+//! The targets the issue set, each checked against the measured rows, and the reference
+//! ratios reported next to them.
+
+use crate::processes::CACHE_BYTES;
+use crate::report::{mib, Row};
+
+pub struct Verdict {
+    pub text: String,
+    pub mark: Mark,
+}
+
+pub enum Mark {
+    Pass,
+    Miss,
+    /// A ratio reported for reference, with no target to meet.
+    Ratio,
+    NotEvaluated,
+}
+
+impl Mark {
+    fn of(pass: bool) -> Self {
+        if pass {
+            Mark::Pass
+        } else {
+            Mark::Miss
+        }
+    }
+
+    pub fn word(&self) -> &'static str {
+        match self {
+            Mark::Pass => "PASS",
+            Mark::Miss => "MISS",
+            Mark::Ratio => "ratio",
+            Mark::NotEvaluated => "n/a",
+        }
+    }
+}
+
+/// A ratio of two rows and whether it meets its target (`None`: no target).
+type Ratio<'a> = dyn Fn(&Row, &Row) -> (f64, Option<bool>) + 'a;
+
+pub fn targets(rows: &[Row]) -> Vec<Verdict> {
+    let get = |k: &str| rows.iter().find(|r| r.key == k && r.stats.is_some());
+    let mut out = Vec::new();
+    let mut ratio =
+        |name: &str, a: Option<&Row>, b: Option<&Row>, f: &Ratio<'_>, why: &str| match (a, b) {
+            (Some(a), Some(b)) => {
+                let (r, ok) = f(a, b);
+                out.push(Verdict {
+                    text: format!("{name}: measured {r:.3}x"),
+                    mark: ok.map_or(Mark::Ratio, Mark::of),
+                });
+            }
+            _ => out.push(Verdict {
+                text: format!("{name}: not evaluated ({why})"),
+                mark: Mark::NotEvaluated,
+            }),
+        };
+    let rps = |r: &Row| r.rps().unwrap();
+    let p99 = |r: &Row| r.p99().unwrap();
+    let (public, nocache, cache, nginx, pingora) = (
+        get("public"),
+        get("auth-nocache"),
+        get("auth-cache"),
+        get("nginx"),
+        get("pingora"),
+    );
+    ratio(
+        "auth, cache on >= 0.95x public throughput",
+        cache,
+        public,
+        &|a, b| (rps(a) / rps(b), Some(rps(a) >= 0.95 * rps(b))),
+        "a row was not run",
+    );
+    ratio(
+        "auth, cache on p99 <= 1.2x public p99",
+        cache,
+        public,
+        &|a, b| (p99(a) / p99(b), Some(p99(a) <= 1.2 * p99(b))),
+        "a row was not run",
+    );
+    ratio(
+        "auth, cache off >= 0.8x public throughput",
+        nocache,
+        public,
+        &|a, b| (rps(a) / rps(b), Some(rps(a) >= 0.8 * rps(b))),
+        "a row was not run",
+    );
+    let nginx_why = if rows.iter().any(|r| r.key == "nginx" && r.skipped.is_some()) {
+        "nginx not installed"
+    } else {
+        "a row was not run"
+    };
+    ratio(
+        "public >= 0.6x nginx proxy_pass (1 worker each)",
+        public,
+        nginx,
+        &|a, b| (rps(a) / rps(b), Some(rps(a) >= 0.6 * rps(b))),
+        nginx_why,
+    );
+    // No target: what the gate's routing, normalisation and header work costs on top of the
+    // Pingora it is built on.
+    ratio(
+        "public / bare Pingora pass-through (1 thread each)",
+        public,
+        pingora,
+        &|a, b| (rps(a) / rps(b), None),
+        "a row was not run",
+    );
+    for (key, which) in [
+        ("express", "keep-alive upstream agent"),
+        ("express-defaults", "http-proxy-middleware defaults"),
+    ] {
+        if !rows.iter().any(|r| r.key == key) {
+            continue;
+        }
+        ratio(
+            &format!("auth, cache on >= 20x express peer throughput ({which})"),
+            cache,
+            get(key),
+            &|a, b| (rps(a) / rps(b), Some(rps(a) >= 20.0 * rps(b))),
+            "the express peer was not run",
+        );
+        ratio(
+            &format!("auth, cache on p99 < 0.1x express peer p99 ({which})"),
+            cache,
+            get(key),
+            &|a, b| (p99(a) / p99(b), Some(p99(a) < 0.1 * p99(b))),
+            "the express peer was not run",
+        );
+    }
+    match cache.and_then(|r| r.redis.as_ref()) {
+        Some((per, _)) => out.push(Verdict {
+            text: format!(
+                "<= 0.05 Redis commands per authenticated request, cache on: measured {per:.4}"
+            ),
+            mark: Mark::of(*per <= 0.05),
+        }),
+        None => out.push(Verdict {
+            text: "<= 0.05 Redis commands per authenticated request, cache on: not evaluated"
+                .into(),
+            mark: Mark::NotEvaluated,
+        }),
+    }
+    let budget = 64 * 1024 + CACHE_BYTES / 1024;
+    let peak = rows
+        .iter()
+        .filter(|r| r.key.starts_with("auth") || r.key == "public")
+        .filter_map(|r| r.rss_kib)
+        .max();
+    match peak {
+        Some(p) => out.push(Verdict {
+            text: format!(
+                "gate peak RSS <= 64 MiB + cache max_bytes ({}): measured {}",
+                mib(budget),
+                mib(p)
+            ),
+            mark: Mark::of(p <= budget),
+        }),
+        None => out.push(Verdict {
+            text: "gate peak RSS: not evaluated".into(),
+            mark: Mark::NotEvaluated,
+        }),
+    }
+    out
+}
