@@ -319,9 +319,12 @@ impl SessionRecord {
             http_only: flag("httpOnly").unwrap_or(true),
             secure: flag("secure").unwrap_or(false) || secure,
             same_site,
+            // Whole seconds, rounded up as for the TTL ([`Self::ttl`]): express-session
+            // computes `originalMaxAge` as `expires - Date.now()`, so a two-hour cookie is
+            // stored as 7199999 ms whenever the clock ticks between its two reads.
             max_age: self
                 .original_max_age()
-                .map(|ms| Duration::from_millis(ms).max(Duration::from_secs(1))),
+                .map(|ms| Duration::from_secs(ms.div_ceil(1000).max(1))),
         }
     }
 }
@@ -389,7 +392,17 @@ mod tests {
             (a.path.as_str(), a.http_only, a.same_site),
             ("/app", false, Some(SameSite::Strict))
         );
-        assert_eq!(a.max_age, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            a.max_age,
+            Some(Duration::from_secs(2)),
+            "the cookie lives as long as the TTL"
+        );
+        // express-session's two-hour cookie, when the clock ticked while it was made.
+        let ticked = SessionRecord::parse(r#"{"cookie":{"originalMaxAge":7199999}}"#).unwrap();
+        assert_eq!(
+            ticked.cookie_attributes(&settings(None), false).max_age,
+            Some(Duration::from_secs(7200))
+        );
         let no_same_site = SessionRecord::parse(
             r#"{"cookie":{"originalMaxAge":null,"httpOnly":true,"path":"/"}}"#,
         )
