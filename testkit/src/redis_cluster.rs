@@ -5,7 +5,6 @@
 //! `cluster-node-timeout` is 1.5 s, so a killed master is failed over in a few seconds.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -41,15 +40,9 @@ pub struct NodeRole {
     pub failed: bool,
 }
 
-/// `n` distinct free loopback ports: every listener is held until all are chosen, so that no
-/// port comes back twice (a node's client and bus ports, for every node).
+/// `n` distinct free loopback ports (a node's client and bus ports, for every node).
 fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    (0..n).map(|_| crate::free_port()).collect()
 }
 
 fn connection(port: u16) -> Option<redis::Connection> {

@@ -4,7 +4,6 @@
 //! replica's link is up.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
@@ -44,14 +43,7 @@ fn info(port: u16, section: &str) -> Option<BTreeMap<String, String>> {
 impl RedisSentinel {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let held: Vec<TcpListener> = (0..3)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<u16> = held
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        drop(held);
+        let ports: Vec<u16> = (0..3).map(|_| crate::free_port()).collect();
         let (master, replica, sentinel_port) = (ports[0], ports[1], ports[2]);
         let mut nodes = vec![(master, None), (replica, None)];
         for (i, (port, guard)) in nodes.iter_mut().enumerate() {

@@ -24,9 +24,15 @@ async fn metrics(admin: SocketAddr) -> HashMap<String, u64> {
     r.body
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
+        .filter_map(|l| l.rsplit_once(' '))
         // Histogram sums are fractions; every counter and gauge read here is whole.
-        .map(|(k, v)| (k.to_string(), v.trim().parse::<f64>().unwrap() as u64))
+        .map(|(k, v)| {
+            let v: f64 = v
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("metric {k}: {v:?}: {e}"));
+            (k.to_string(), v as u64)
+        })
         .collect()
 }
 

@@ -828,7 +828,11 @@ pub async fn admin_metric(admin: SocketAddr, token: &str, name: &str) -> u64 {
     r.body
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
+        .filter_map(|l| l.rsplit_once(' '))
         .find(|(k, _)| *k == name)
-        .map_or(0, |(_, v)| v.trim().parse::<f64>().unwrap() as u64)
+        .map_or(0, |(_, v)| {
+            v.trim()
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("metric {name}: {v:?}: {e}")) as u64
+        })
 }
