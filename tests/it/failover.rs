@@ -119,7 +119,7 @@ async fn a_killed_cluster_master_never_logs_anyone_out() {
         }
         *refused.entry(r.status).or_insert(0) += 1;
         assert_eq!(r.status, 503, "{}", r.body);
-        assert!(start.elapsed() < Duration::from_secs(5), "{refused:?}");
+        assert!(start.elapsed() < Duration::from_secs(15), "{refused:?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     eprintln!("cluster failover: first login after the window refused {refused:?}, then written after {:?}", start.elapsed());
