@@ -48,12 +48,12 @@
 //! **With Redis Sentinel** (`[redis] sentinel`) the connection goes to the master the
 //! sentinels name ([`conn::SentinelConn`]): asked again every 500 ms, dropped when they name
 //! another, and a command refused with `READONLY` or lost with the connection is sent again to
-//! the master named now; a missing session read from a node that is no longer a master is read
-//! again from the new one.
+//! the master named now. A missing session is believed only when the connection it was read
+//! on is still the current one and its node still says it is a master; otherwise it is read
+//! again (at most three times, then the request gets a 503), never answered as logged out.
 //!
 //! The parts: [`settings`] (the clients), [`conn`] (one server, a cluster, or the sentinels'
-//! master), [`scripts`]
-//! (the Lua and its decoded answer), [`touch`] (the cache's batched touches), [`index`] (the
+//! master), [`scripts`] (the Lua and its decoded answer), [`touch`] (the cache's batched touches), [`index`] (the
 //! per-user view); the local cache itself and its invalidation stream are [`super::cache`]
 //! and [`super::tracking`].
 //!
