@@ -4,7 +4,8 @@
 //! a public message. The client sees only those; the detail a variant carries (which parse
 //! rule failed, which pool had no server, the store's own error) goes to the log, in
 //! [`RequestError::log`]. The gate's replies are written from here and nowhere else (see
-//! `Gate::refuse` in [`crate::proxy`]).
+//! `Gate::refuse` in [`crate::proxy`], and [`crate::head`] for heads refused before Pingora
+//! reads them).
 
 use pingora::{ErrorSource, ErrorType};
 
@@ -27,6 +28,10 @@ pub enum RequestError {
     MixedCredentials,
     #[error("no route serves this request")]
     NoRoute,
+    #[error("the logout path was asked with another method than POST")]
+    LogoutMethod,
+    #[error("a logout from another site")]
+    CrossSiteLogout,
     #[error("no valid session")]
     Unauthenticated,
     #[error("session store unavailable: {0}")]
@@ -41,6 +46,10 @@ pub enum RequestError {
     UpstreamTimeout(String),
     #[error("the client sent a malformed request: {0}")]
     Client(String),
+    #[error("the request head is over the size or header-count limit")]
+    HeadTooLarge,
+    #[error("the request head was not complete within the header timeout")]
+    HeadTimeout,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -55,7 +64,11 @@ impl RequestError {
             | Self::MixedCredentials
             | Self::Client(_) => 400,
             Self::Unauthenticated => 401,
+            Self::CrossSiteLogout => 403,
             Self::NoRoute => 404,
+            Self::LogoutMethod => 405,
+            Self::HeadTimeout => 408,
+            Self::HeadTooLarge => 431,
             Self::Internal(_) => 500,
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => 502,
             Self::Store(_) => 503,
@@ -71,8 +84,12 @@ impl RequestError {
             Self::MethodCase(_) | Self::MethodOverride(_) => "bad_method",
             Self::MixedCredentials => "bad_credentials",
             Self::Client(_) => "bad_request",
+            Self::HeadTooLarge => "header_too_large",
+            Self::HeadTimeout => "request_timeout",
             Self::Unauthenticated => "unauthenticated",
             Self::NoRoute => "no_route",
+            Self::LogoutMethod => "method_not_allowed",
+            Self::CrossSiteLogout => "cross_site",
             Self::Internal(_) => "internal_error",
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => "bad_gateway",
             Self::Store(_) => "store_unavailable",
@@ -90,8 +107,12 @@ impl RequestError {
                 "a session token cannot be sent with other Authorization credentials"
             }
             Self::Client(_) => "the request could not be served",
+            Self::HeadTooLarge => "the request head is too large",
+            Self::HeadTimeout => "the request head did not arrive in time",
             Self::Unauthenticated => "a valid session is required",
             Self::NoRoute => "no route serves this path",
+            Self::LogoutMethod => "log out with POST",
+            Self::CrossSiteLogout => "logout must come from this site",
             Self::Internal(_) => "the request could not be served",
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => {
                 "the upstream is unavailable"
@@ -99,6 +120,11 @@ impl RequestError {
             Self::Store(_) => "the session store is unavailable; retry shortly",
             Self::UpstreamTimeout(_) => "the upstream did not answer in time",
         }
+    }
+
+    /// The JSON body of the answer: `{"error": code, "message": message}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.code(), "message": self.message() }).to_string()
     }
 
     /// What an error Pingora raised means for the client; `None` when the client is gone.

@@ -5,7 +5,9 @@
 //! a growing buffer and its connection for minutes, and a hundred such clients cost well over
 //! a hundred MiB. So the gate reads each head itself, here: it must fit in
 //! `server.max_header_bytes` and `server.max_headers` (else `431`), and be complete within
-//! `server.header_timeout` of its first byte (else `408`). Both answers close the connection.
+//! `server.header_timeout` of its first byte (else `408`). Both answers close the connection,
+//! carry a new `X-Request-Id`, and are counted and access-logged like any answer (route and
+//! auth `none`, no path): a spike of them is visible.
 //!
 //! A head that passes goes to the proxy as a pipelined prefix: Pingora parses bytes it is
 //! handed before it reads the stream, so nothing is read twice and the proxy is unchanged.
@@ -18,7 +20,7 @@
 //! its own framing and limits, and goes straight to the proxy.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
@@ -28,6 +30,11 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::error::RequestError;
+use crate::metrics::Metrics;
+use crate::request_id;
 
 /// Bounds on HTTP/1 request heads: `server.max_header_bytes`, `max_headers`, `header_timeout`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +68,55 @@ const REJECT_WRITE: Duration = Duration::from_secs(1);
 pub struct Limited<A> {
     app: Arc<A>,
     limits: HeadLimits,
+    metrics: Arc<Metrics>,
+    access_log: Arc<AccessLog>,
 }
 
 impl<A> Limited<A> {
-    pub fn new(app: A, limits: HeadLimits) -> Self {
+    /// Refused heads are counted in `metrics` and written to `access_log`, as the proxy's
+    /// answers are.
+    pub fn new(
+        app: A,
+        limits: HeadLimits,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+    ) -> Self {
         Self {
             app: Arc::new(app),
             limits,
+            metrics,
+            access_log,
+        }
+    }
+
+    /// Answers a refused head, then counts and logs it.
+    async fn refuse(&self, mut stream: Stream, refused: Refused) {
+        let request_id = request_id::generate();
+        refused.error.log(&request_id);
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let bytes = reject(&mut stream, &refused.error, &request_id).await;
+        let took = refused.began.elapsed();
+        let status = refused.error.status();
+        self.metrics.request("none", status, "none", took);
+        self.access_log.write(&Entry {
+            time: SystemTime::now(),
+            request_id: &request_id,
+            client,
+            method: refused.method.as_deref().unwrap_or("-"),
+            path: None,
+            route: None,
+            status,
+            upstream: None,
+            duration_ms: took,
+            upstream_ms: None,
+            auth: None,
+            session: None,
+            bytes,
+        });
+        if bytes > 0 {
+            linger(&mut stream).await;
         }
     }
 }
@@ -79,13 +128,33 @@ enum Head {
     Ready(BytesMut, Option<BytesMut>),
     /// Nothing came (idle, closed, shutting down): close quietly.
     Closed,
-    Reject(Reject),
+    Reject(Refused),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reject {
-    TooLarge,
-    Timeout,
+/// A head refused with `error` ([`RequestError::HeadTooLarge`] or
+/// [`RequestError::HeadTimeout`]).
+struct Refused {
+    error: RequestError,
+    /// When its first byte came.
+    began: Instant,
+    /// The request line's method, when it got that far and reads as one.
+    method: Option<String>,
+}
+
+impl Refused {
+    fn new(error: RequestError, began: Instant, head: &[u8]) -> Self {
+        let method = head
+            .iter()
+            .position(|b| *b == b' ')
+            .map(|n| &head[..n])
+            .filter(|m| (1..=16).contains(&m.len()) && m.iter().all(u8::is_ascii_alphabetic))
+            .map(|m| String::from_utf8_lossy(m).into_owned());
+        Self {
+            error,
+            began,
+            method,
+        }
+    }
 }
 
 #[async_trait]
@@ -121,9 +190,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
                     prefix
                 }
                 Head::Closed => return None,
-                Head::Reject(why) => {
-                    tracing::debug!(?why, "request head refused");
-                    reject(stream, why).await;
+                Head::Reject(refused) => {
+                    self.refuse(stream, refused).await;
                     return None;
                 }
             };
@@ -191,7 +259,9 @@ async fn read_head(
             buf
         }
     };
-    let deadline = Instant::now() + limits.timeout;
+    let began = Instant::now();
+    let deadline = began + limits.timeout;
+    let refuse = |error, buf: &BytesMut| Head::Reject(Refused::new(error, began, buf));
     let mut fresh = 0;
     loop {
         // A head can only end, or gain a header, with a new line.
@@ -202,16 +272,16 @@ async fn read_head(
                     return Head::Ready(buf, Some(next));
                 }
                 Scan::Complete(_) => return Head::Ready(buf, None),
-                Scan::TooManyHeaders => return Head::Reject(Reject::TooLarge),
+                Scan::TooManyHeaders => return refuse(RequestError::HeadTooLarge, &buf),
                 Scan::Partial => {}
             }
         }
         if buf.len() >= limits.max_bytes {
-            return Head::Reject(Reject::TooLarge);
+            return refuse(RequestError::HeadTooLarge, &buf);
         }
         fresh = buf.len();
         match timeout_at(deadline, read_some(stream, &mut buf, limits.max_bytes)).await {
-            Err(_) => return Head::Reject(Reject::Timeout),
+            Err(_) => return refuse(RequestError::HeadTimeout, &buf),
             // The client gave up halfway: nobody to answer.
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
             Ok(Ok(_)) => {}
@@ -300,24 +370,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Answers `why` and closes: see [`LINGER`].
-async fn reject(mut stream: Stream, why: Reject) {
-    let (status, code, message) = match why {
-        Reject::TooLarge => (
-            "431 Request Header Fields Too Large",
-            "header_too_large",
-            "the request head is too large",
-        ),
-        Reject::Timeout => (
-            "408 Request Timeout",
-            "request_timeout",
-            "the request head did not arrive in time",
-        ),
-    };
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+/// Answers `error` and shuts the connection's sending side; the body bytes sent.
+async fn reject(stream: &mut Stream, error: &RequestError, request_id: &str) -> usize {
+    let status = http::StatusCode::from_u16(error.status()).expect("a valid status");
+    let body = error.body();
     let answer = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
+         {}: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        request_id::HEADER,
         body.len()
     );
     let sent = timeout(REJECT_WRITE, async {
@@ -326,9 +388,15 @@ async fn reject(mut stream: Stream, why: Reject) {
         stream.shutdown().await
     })
     .await;
-    if !matches!(sent, Ok(Ok(()))) {
-        return;
+    if matches!(sent, Ok(Ok(()))) {
+        body.len()
+    } else {
+        0
     }
+}
+
+/// Reads and drops what the client still sends, for a while: see [`LINGER`].
+async fn linger(stream: &mut Stream) {
     let mut sink = [0u8; 4096];
     let mut dropped = 0;
     let _ = timeout(LINGER, async {

@@ -63,7 +63,7 @@ pub struct Gate {
     current: Arc<ArcSwap<Runtime>>,
     outage: OutageLog,
     metrics: Arc<Metrics>,
-    access_log: AccessLog,
+    access_log: Arc<AccessLog>,
 }
 
 /// What one request has learned on its way through the gate.
@@ -108,7 +108,7 @@ impl Gate {
     pub fn new(
         current: Arc<ArcSwap<Runtime>>,
         metrics: Arc<Metrics>,
-        access_log: AccessLog,
+        access_log: Arc<AccessLog>,
     ) -> Self {
         Self {
             current,
@@ -522,13 +522,12 @@ impl Gate {
         let rt = ctx.rt.clone();
         let req = session.req_header();
         if req.method != Method::POST {
-            let reply = Reply::error(405, "method_not_allowed", "log out with POST")
-                .header("allow", "POST");
-            return self.answer(session, ctx, reply).await;
+            return self.refuse(session, ctx, RequestError::LogoutMethod).await;
         }
         if cross_site(req) {
-            let reply = Reply::error(403, "cross_site", "logout must come from this site");
-            return self.answer(session, ctx, reply).await;
+            return self
+                .refuse(session, ctx, RequestError::CrossSiteLogout)
+                .await;
         }
         let record = match self.lookup(session, ctx).await {
             Ok(Some(a)) => {
@@ -649,9 +648,10 @@ impl Gate {
             self.outage.failed(store);
             Metrics::inc(&self.metrics.store_errors);
         }
-        let reply = Reply::error(e.status(), e.code(), e.message());
+        let reply = Reply::error(&e);
         match e {
             RequestError::Store(_) => reply.header("retry-after", rt.retry_after_secs.clone()),
+            RequestError::LogoutMethod => reply.header("allow", "POST"),
             _ => reply,
         }
     }

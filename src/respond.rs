@@ -5,6 +5,8 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use crate::error::RequestError;
+
 /// A response the gate writes itself.
 pub struct Reply {
     status: u16,
@@ -21,13 +23,13 @@ impl Reply {
         }
     }
 
-    /// `{"error": code, "message": message}`: machine-readable first, for API clients.
-    pub fn error(status: u16, code: &str, message: &str) -> Self {
-        let body = serde_json::json!({ "error": code, "message": message }).to_string();
-        Self::new(status)
+    /// A refusal: its status, and `{"error": code, "message": message}`
+    /// ([`RequestError::body`]), machine-readable first, for API clients.
+    pub fn error(e: &RequestError) -> Self {
+        Self::new(e.status())
             .header("content-type", "application/json")
             .header("cache-control", "no-store")
-            .body(body)
+            .body(e.body())
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {

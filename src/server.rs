@@ -193,13 +193,16 @@ impl GateServer {
             "sessiongate store maintenance",
             store::Maintenance(store.clone()),
         ));
-        let access_log =
-            AccessLog::start(config.log.access, sink, metrics.access_log_dropped.clone());
-        let gate = Gate::new(current, metrics, access_log);
+        let access_log = Arc::new(AccessLog::start(
+            config.log.access,
+            sink,
+            metrics.access_log_dropped.clone(),
+        ));
+        let gate = Gate::new(current, metrics.clone(), access_log.clone());
         let proxy = pingora::proxy::http_proxy(&server.configuration, gate);
         let mut proxy = pingora::services::listening::Service::new(
             "sessiongate".into(),
-            head::Limited::new(proxy, config.head.clone()),
+            head::Limited::new(proxy, config.head.clone(), metrics, access_log),
         );
         for addr in &config.listen {
             proxy.add_tcp(addr);

@@ -197,3 +197,48 @@ async fn keep_alive_requests_work_and_each_head_is_limited() {
     .expect("answered in time");
     assert_eq!(app.hits(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_heads_are_counted_and_access_logged() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let app = Upstream::start("app").await;
+    let (gate, log) = standard(
+        GateBuilder::new()
+            .admin(ADMIN)
+            .log(r#"access = "json""#)
+            .server("max_header_bytes = 2048")
+            .server(r#"header_timeout = "300ms""#),
+        &[&app],
+    )
+    .start_logged();
+    let big = once(gate.addr, &request("/public/", &[], Some(4096))).await;
+    assert_refused(&big, 431, "header_too_large");
+    let slow = once(gate.addr, b"POST /public/ HTTP/1.1\r\nHost: localhost\r\n").await;
+    assert_refused(&slow, 408, "request_timeout");
+
+    let lines = log.wait_json(2);
+    for (line, answer, status, method) in [
+        (&lines[0], &big, 431, "GET"),
+        (&lines[1], &slow, 408, "POST"),
+    ] {
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["method"], method, "{line}");
+        assert!(line["path"].is_null() && line["route"].is_null() && line["auth"].is_null());
+        assert_eq!(line["client"], "127.0.0.1");
+        assert_eq!(line["bytes"].as_u64(), Some(answer.body.len() as u64));
+        let id = answer
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .expect("the answer carries a request id");
+        assert_eq!(line["request_id"], id.trim(), "{line}");
+    }
+    let admin = gate.admin.unwrap();
+    for status in ["431", "408"] {
+        let name = format!(
+            "sessiongate_requests_total{{auth=\"none\",route=\"none\",status=\"{status}\"}}"
+        );
+        assert_eq!(admin_metric(admin, ADMIN, &name).await, 1, "{name}");
+    }
+    assert_eq!(app.hits(), 0);
+}
