@@ -46,7 +46,8 @@ impl std::fmt::Debug for AdminSettings {
 }
 
 pub struct AdminApi {
-    sessions: Sessions,
+    /// The session service of the running config, on the admin API's own store client.
+    sessions: Box<dyn Fn() -> Sessions + Send + Sync>,
     metrics: Arc<Metrics>,
     /// The running config's pools, for their servers' health in the metrics.
     pools: Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>,
@@ -57,7 +58,7 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn new(
-        sessions: Sessions,
+        sessions: Box<dyn Fn() -> Sessions + Send + Sync>,
         token: &[u8],
         metrics: Arc<Metrics>,
         pools: Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>,
@@ -94,23 +95,23 @@ impl AdminApi {
             })
             .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let sessions = (self.sessions)();
         let result = match (method, segs.as_slice()) {
             (&Method::GET, ["sessions", "count"]) => {
-                self.sessions.count().await.map(|n| json!({ "count": n }))
+                sessions.count().await.map(|n| json!({ "count": n }))
             }
-            (&Method::GET, ["users", user, "sessions"]) => self
-                .sessions
+            (&Method::GET, ["users", user, "sessions"]) => sessions
                 .list_user(user)
                 .await
                 .map(|s| json!({ "user": user, "sessions": s })),
             (&Method::DELETE, ["users", user, "sessions"]) => {
-                self.sessions.revoke_user(user).await.map(|n| {
+                sessions.revoke_user(user).await.map(|n| {
                     self.metrics.sessions_revoked.inc_by(n as u64);
                     json!({ "revoked": n })
                 })
             }
             (&Method::DELETE, ["users", user, "sessions", prefix]) => {
-                return match self.sessions.revoke_one(user, prefix).await {
+                return match sessions.revoke_one(user, prefix).await {
                     Ok(()) => {
                         self.metrics.sessions_revoked.inc();
                         (StatusCode::OK, json!({ "revoked": 1 }))
@@ -159,7 +160,7 @@ impl ServeHttp for AdminApi {
         if req.method == Method::GET {
             let probe = match req.uri.path() {
                 "/healthz" => Some((200, json!({ "status": "ok" }))),
-                "/readyz" => Some(probes::readiness(&self.draining, &self.sessions).await),
+                "/readyz" => Some(probes::readiness(&self.draining, &(self.sessions)()).await),
                 _ => None,
             };
             if let Some((status, body)) = probe {

@@ -67,7 +67,18 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         ("server.threads", old.threads != new.threads),
         ("server.grace_period", old.grace_period != new.grace_period),
         ("server.drain_delay", old.drain_delay != new.drain_delay),
-        ("server.max_header_bytes", old.head != new.head),
+        (
+            "server.max_header_bytes",
+            old.head.max_bytes != new.head.max_bytes,
+        ),
+        (
+            "server.max_headers",
+            old.head.max_headers != new.head.max_headers,
+        ),
+        (
+            "server.header_timeout",
+            old.head.timeout != new.head.timeout,
+        ),
         (
             "server.upgrade_socket",
             old.upgrade_socket != new.upgrade_socket,

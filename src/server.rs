@@ -174,8 +174,12 @@ impl GateServer {
                     &config.session.index_prefix,
                 )?,
             };
+            // The running config's session settings (a reload changes them), on that client.
             let api = AdminApi::new(
-                Sessions::new(config.session.clone(), admin_store),
+                Box::new({
+                    let current = current.clone();
+                    move || current.load().sessions.on_store(admin_store.clone())
+                }),
                 &admin.token,
                 metrics.clone(),
                 Box::new({

@@ -177,6 +177,18 @@ impl Sessions {
         }
     }
 
+    /// The same service on another client of the same store (the admin API's own): the
+    /// settings, and the log-out-everywhere sweeps under way, are shared.
+    pub fn on_store(&self, store: Arc<dyn Store>) -> Sessions {
+        Sessions {
+            settings: self.settings.clone(),
+            signer: self.signer.clone(),
+            store,
+            policy: self.policy.clone(),
+            sweeps: self.sweeps.clone(),
+        }
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

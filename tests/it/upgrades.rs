@@ -154,6 +154,60 @@ async fn sighup_adds_a_route_and_rotates_a_secret_without_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reload_reaches_the_admin_api() {
+    const ADMIN: &str = "admin-token-0123456789";
+    // On Redis, log out everywhere also sweeps the store by the user field.
+    let redis = Redis::start();
+    let app = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    let addr = free_addr();
+    let good = standard(
+        GateBuilder::new()
+            .redis(&redis)
+            .admin(ADMIN)
+            .session(r#"user_field = "user""#),
+        &[&app],
+    )
+    .toml(addr);
+    let admin: SocketAddr = sessiongate::Config::parse(&good, "proxy.toml", &|_| None)
+        .unwrap()
+        .admin
+        .unwrap()
+        .listen
+        .parse()
+        .unwrap();
+    std::fs::write(&config, &good).unwrap();
+    let gate = GateProcess::start(&config, dir.path(), "gate", false);
+    wait_listening(addr);
+    gate.wait_log("listening for SIGHUP");
+
+    // A session whose user is `alice` by one field and `carol` by another.
+    let mut c = Client::new(addr, "connect.sid");
+    let r = c
+        .post("/login?issue=%7B%22user%22%3A%22alice%22%2C%22uid%22%3A%22carol%22%7D")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let moved = good.replace(r#"user_field = "user""#, r#"user_field = "uid""#);
+    assert_ne!(moved, good);
+    std::fs::write(&config, moved).unwrap();
+    gate.signal("HUP");
+    gate.wait_log("config reloaded");
+
+    // The admin API finds users by the field of the running config.
+    let auth = format!("Bearer {ADMIN}");
+    let r = raw(
+        admin,
+        "DELETE",
+        "/users/carol/sessions",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.json()["revoked"], 1, "{}", r.body);
+    assert_eq!(c.get("/account/").await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_or_restart_only_reload_is_refused_and_the_old_config_serves() {
     let app = Upstream::start("app").await;
     let dir = tempfile::tempdir().unwrap();
