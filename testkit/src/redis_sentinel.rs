@@ -17,11 +17,19 @@ pub struct RedisSentinel {
     /// The two data nodes' ports, and their processes while they run.
     nodes: Vec<(u16, Option<ProcessGuard>)>,
     sentinel_port: u16,
+    /// The sentinel's own password (`requirepass` in its config), if any.
+    password: Option<String>,
     _sentinel: ProcessGuard,
 }
 
 fn connection(port: u16) -> Option<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+    authed(port, None)
+}
+
+/// A connection with `password` (a sentinel's `requirepass`).
+fn authed(port: u16, password: Option<&str>) -> Option<redis::Connection> {
+    let auth = password.map_or(String::new(), |p| format!(":{p}@"));
+    redis::Client::open(format!("redis://{auth}127.0.0.1:{port}/"))
         .ok()?
         .get_connection_with_timeout(Duration::from_millis(500))
         .ok()
@@ -42,6 +50,11 @@ fn info(port: u16, section: &str) -> Option<BTreeMap<String, String>> {
 
 impl RedisSentinel {
     pub fn start() -> Self {
+        Self::start_with_password(None)
+    }
+
+    /// The same, with a sentinel that asks clients for `password` (`requirepass`).
+    pub fn start_with_password(password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..3).map(|_| crate::free_port()).collect();
         let (master, replica, sentinel_port) = (ports[0], ports[1], ports[2]);
@@ -57,8 +70,9 @@ impl RedisSentinel {
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 1\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir.path().display()
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{}",
+                dir.path().display(),
+                password.map_or(String::new(), |p| format!("requirepass {p}\n")),
             ),
         )
         .unwrap();
@@ -67,7 +81,7 @@ impl RedisSentinel {
         let mut sentinel = ProcessGuard::try_spawn("redis-sentinel", &mut cmd)
             .unwrap_or_else(|e| panic!("redis-server must be installed (see README): {e}"));
         sentinel.wait_until("answer PING", Duration::from_secs(10), || {
-            connection(sentinel_port)
+            authed(sentinel_port, password)
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
                 .is_some()
         });
@@ -75,6 +89,7 @@ impl RedisSentinel {
             dir,
             nodes,
             sentinel_port,
+            password: password.map(str::to_owned),
             _sentinel: sentinel,
         };
         s.wait_healthy();
@@ -113,7 +128,7 @@ impl RedisSentinel {
                 if info(master, "replication")?.get("role")? != "master" {
                     return None;
                 }
-                let mut s = connection(self.sentinel_port)?;
+                let mut s = self.sentinel()?;
                 let replicas: Vec<BTreeMap<String, String>> = redis::cmd("SENTINEL")
                     .arg("REPLICAS")
                     .arg(MASTER_NAME)
@@ -129,13 +144,17 @@ impl RedisSentinel {
     }
 
     /// The sentinel's URL, `redis://127.0.0.1:<port>`.
+    fn sentinel(&self) -> Option<redis::Connection> {
+        authed(self.sentinel_port, self.password.as_deref())
+    }
+
     pub fn sentinel_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.sentinel_port)
     }
 
     /// The master's port, as the sentinel names it now.
     pub fn master(&self) -> Option<u16> {
-        let mut s = connection(self.sentinel_port)?;
+        let mut s = self.sentinel()?;
         let (_, port): (String, u16) = redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(MASTER_NAME)
@@ -162,7 +181,7 @@ impl RedisSentinel {
         redis::cmd("SENTINEL")
             .arg("FAILOVER")
             .arg(MASTER_NAME)
-            .query::<()>(&mut connection(self.sentinel_port).unwrap())
+            .query::<()>(&mut self.sentinel().unwrap())
             .unwrap();
         wait_for(
             "the sentinel to name a new master that says it is one",

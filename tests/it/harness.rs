@@ -83,8 +83,23 @@ impl GateBuilder {
     }
 
     /// Redis Sentinel: the sentinel at `sentinel_url` names the master `master`.
-    pub fn redis_sentinel(mut self, sentinel_url: &str, master: &str) -> Self {
-        self.store = Some(format!("sentinel:{master}|{sentinel_url}"));
+    pub fn redis_sentinel(self, sentinel_url: &str, master: &str) -> Self {
+        self.redis_sentinels(&[sentinel_url.to_owned()], master, None)
+    }
+
+    /// Redis Sentinel: the sentinels at `urls`, asked in order, with their `password`.
+    pub fn redis_sentinels(
+        mut self,
+        urls: &[String],
+        master: &str,
+        password: Option<&str>,
+    ) -> Self {
+        let nodes: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+        let password = password.map_or(String::new(), |p| format!(", password = {p:?}"));
+        self.store = Some(format!(
+            "sentinel:{{ master = {master:?}, nodes = [{}]{password} }}",
+            nodes.join(", ")
+        ));
         self
     }
 
@@ -202,14 +217,13 @@ impl GateBuilder {
         for l in &self.cookie {
             t += &format!("{l}\n");
         }
-        if let Some((master, url)) = self
+        if let Some(sentinel) = self
             .store
             .as_deref()
             .and_then(|s| s.strip_prefix("sentinel:"))
-            .and_then(|s| s.split_once('|'))
         {
             t += &format!(
-                "\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\nsentinel = {{ master = {master:?}, nodes = [{url:?}] }}\ntimeout = \"300ms\"\nretry_after = \"3s\"\n"
+                "\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\nsentinel = {sentinel}\ntimeout = \"300ms\"\nretry_after = \"3s\"\n"
             );
         }
         match self

@@ -1,7 +1,7 @@
 //! Redis Sentinel: a master, its replica and a sentinel (the test kit's [`RedisSentinel`]).
 //! The gate asks the sentinel for the master, follows a failover without a restart and
 //! without a logout, writes new logins to the new master, never to the demoted one, and moves
-//! its invalidation stream there.
+//! its invalidation stream there. The sentinels are asked in order, with their own password.
 
 use std::time::{Duration, Instant};
 
@@ -145,4 +145,45 @@ async fn a_sentinel_failover_is_followed_without_logouts() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(with_cookie(&g2, &cached).get("/account/").await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_sentinel_that_answers_is_asked_with_the_sentinels_password() {
+    const PASSWORD: &str = "sentinel-secret-0123";
+    let s = RedisSentinel::start_with_password(Some(PASSWORD));
+    let app = Upstream::start("app").await;
+    // The first sentinel of the list is down: the gate asks the next one.
+    let nodes = [
+        format!("redis://127.0.0.1:{}", free_port()),
+        s.sentinel_url(),
+    ];
+    let master = sessiongate_testkit::redis_sentinel::MASTER_NAME;
+    let gate = standard(
+        GateBuilder::new()
+            .redis_sentinels(&nodes, master, Some(PASSWORD))
+            .cache(),
+        &[&app],
+    )
+    .start();
+    let mut c = gate.client();
+    login(&mut c, "alice", &[]).await;
+    assert_eq!(c.get("/account/").await.status, 200);
+    let key = format!("sess:{}", sid_of(&c));
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut s.node(s.master().unwrap()))
+        .unwrap();
+    assert!(stored.is_some(), "the session is on the master");
+
+    // With a wrong password no sentinel names the master: the store is unavailable (503),
+    // and nobody is logged out.
+    let refused = standard(
+        GateBuilder::new().redis_sentinels(&nodes, master, Some("wrong-password")),
+        &[&app],
+    )
+    .start();
+    let mut d = refused.client();
+    d.cookie = c.cookie.clone();
+    let r = d.get("/account/").await;
+    assert_eq!(r.status, 503, "{}", r.body);
 }
