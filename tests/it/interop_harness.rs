@@ -10,14 +10,13 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use crate::harness::{Client, Redis};
+use crate::harness::{Client, ProcessGuard, Redis};
 
 /// How long a child gets to print `LISTENING <port>`: node loads express and connects to
 /// Redis first, on a machine that may be busy compiling.
@@ -142,69 +141,33 @@ impl Drop for InstallLock {
 // ---------------------------------------------------------------------------------------
 // Child processes
 
-/// A server in a child process that prints `LISTENING <port>` once it listens on 127.0.0.1.
-/// Killed when dropped.
+/// A server in a child process that prints `LISTENING <port>` once it listens on 127.0.0.1:
+/// the test kit's [`ProcessGuard`] (its output in a log file, killed on drop or when the test
+/// process dies), and the port it printed.
 pub struct ChildServer {
     pub addr: SocketAddr,
-    what: String,
-    child: Child,
-    stderr: tempfile::NamedTempFile,
+    guard: ProcessGuard,
 }
 
 impl ChildServer {
     fn spawn(what: &str, mut cmd: Command) -> Self {
-        let stderr = tempfile::NamedTempFile::new().unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr.reopen().unwrap());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Reads stdout to its end, so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().parse::<u16>().ok());
-                }
-            }
-        });
-        let port = rx.recv_timeout(STARTUP);
-        let mut server = ChildServer {
-            addr: ([127, 0, 0, 1], 0).into(),
-            what: what.into(),
-            child,
-            stderr,
+        let mut guard = ProcessGuard::spawn(what, &mut cmd);
+        let log = guard.log_path().to_owned();
+        let listening = || {
+            std::fs::read_to_string(&log).ok().and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("LISTENING "))
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            })
         };
-        match port {
-            Ok(Some(port)) => server.addr.set_port(port),
-            other => {
-                server.kill();
-                panic!(
-                    "{what} did not print `LISTENING <port>` ({other:?}); its stderr:\n{}",
-                    server.stderr()
-                );
-            }
+        guard.wait_until("print `LISTENING <port>`", STARTUP, || {
+            listening().is_some()
+        });
+        let port = listening().expect("the port it printed");
+        ChildServer {
+            addr: ([127, 0, 0, 1], port).into(),
+            guard,
         }
-        server
-    }
-
-    /// What the child has written to stderr so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
