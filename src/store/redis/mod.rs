@@ -53,8 +53,8 @@
 //! again (at most three times, then the request gets a 503), never answered as logged out.
 //!
 //! The parts: [`settings`] (the clients), [`conn`] (one server, a cluster, or the sentinels'
-//! master), [`scripts`] (the Lua and its decoded answer), [`touch`] (the cache's batched touches), [`index`] (the
-//! per-user view); the local cache itself and its invalidation stream are [`super::cache`]
+//! master), [`scripts`] (the Lua and its decoded answer), [`touch`] (the cache's batched
+//! touches), [`index`] (the per-user view); the local cache itself and its invalidation stream are [`super::cache`]
 //! and [`super::tracking`].
 //!
 //! This file stays longer than the others: it is the store itself (its struct, its
