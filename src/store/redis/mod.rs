@@ -54,8 +54,8 @@
 //!
 //! The parts: [`settings`] (the clients), [`conn`] (one server, a cluster, or the sentinels'
 //! master), [`scripts`] (the Lua and its decoded answer), [`touch`] (the cache's batched
-//! touches), [`index`] (the per-user view); the local cache itself and its invalidation stream are [`super::cache`]
-//! and [`super::tracking`].
+//! touches), [`index`] (the per-user view); the local cache itself and its invalidation
+//! stream are [`super::cache`] and [`super::tracking`].
 //!
 //! This file stays longer than the others: it is the store itself (its struct, its
 //! connections for the three modes, and the hot path, load to rename), kept in one place so
