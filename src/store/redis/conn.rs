@@ -334,6 +334,30 @@ pub async fn on_master<T: redis::FromRedisValue>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::redis::SentinelSettings;
+
+    #[tokio::test]
+    async fn a_miss_is_not_believed_when_no_connection_vouches_for_it() {
+        let timeout = Duration::from_millis(100);
+        let settings = RedisSettings {
+            url: "redis://127.0.0.1:1/0".into(),
+            cluster: Vec::new(),
+            sentinel: Some(SentinelSettings {
+                master: "mymaster".into(),
+                nodes: vec!["redis://127.0.0.1:1".into()],
+                password: None,
+            }),
+            timeout,
+            retry_after: Duration::from_secs(1),
+            ca_pem: None,
+        };
+        let conn = SentinelConn::new(settings, timeout);
+        // The follower dropped the connection the read went out on (or none was made yet):
+        // the answer may come from a demoted master, so it must be read again.
+        assert!(!conn.still_master(conn.epoch()).await.unwrap());
+        conn.forget().await;
+        assert!(!conn.still_master(conn.epoch()).await.unwrap());
+    }
 
     #[test]
     fn masters_are_read_from_cluster_nodes() {
