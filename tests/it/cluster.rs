@@ -62,12 +62,6 @@ fn gate_on(cluster: &RedisCluster, app: &Upstream, cache: bool) -> Gate {
     b.start()
 }
 
-fn with_cookie(gate: &Gate, pair: &str) -> Client {
-    let mut c = gate.client();
-    c.cookie = Some(pair.to_owned());
-    c
-}
-
 /// Every key under the session and index prefixes, on every master, carries a TTL.
 fn assert_every_key_has_a_ttl(cluster: &RedisCluster) {
     for port in cluster.masters() {
@@ -119,7 +113,7 @@ async fn two_gates_share_sessions_in_every_slot_of_a_cluster() {
     assert_eq!(masters.len(), 3, "sessions on every master");
     for (i, c) in clients.iter().enumerate() {
         for gate in [&g1, &g2] {
-            let mut there = with_cookie(gate, c.cookie.as_deref().unwrap());
+            let mut there = gate.client_with_cookie(c.cookie.as_deref().unwrap());
             let r = there.get("/account/").await;
             assert_eq!(r.status, 200);
             assert_eq!(r.upstream_header("x-user"), Some(format!("user{i}")));
@@ -131,7 +125,7 @@ async fn two_gates_share_sessions_in_every_slot_of_a_cluster() {
         percent_encoding::utf8_percent_encode(&v.to_string(), percent_encoding::NON_ALPHANUMERIC)
             .to_string()
     };
-    let mut c = with_cookie(&g2, clients[0].cookie.as_deref().unwrap());
+    let mut c = g2.client_with_cookie(clients[0].cookie.as_deref().unwrap());
     assert_eq!(
         c.post(&format!("/login?update={}", q(json!({"theme": "dark"}))))
             .await
@@ -141,16 +135,20 @@ async fn two_gates_share_sessions_in_every_slot_of_a_cluster() {
     let old = c.cookie.clone().unwrap();
     assert_eq!(c.post("/login?regenerate=1").await.status, 200);
     assert_ne!(c.cookie.as_deref(), Some(old.as_str()), "a new id");
-    assert_eq!(with_cookie(&g1, &old).get("/account/").await.status, 401);
-    let moved = with_cookie(&g1, c.cookie.as_deref().unwrap())
+    assert_eq!(
+        g1.client_with_cookie(&old).get("/account/").await.status,
+        401
+    );
+    let moved = &g1
+        .client_with_cookie(c.cookie.as_deref().unwrap())
         .get("/account/")
         .await;
     assert_eq!(moved.status, 200);
     assert_eq!(moved.upstream_header("x-user").as_deref(), Some("user0"));
-    let mut leaving = with_cookie(&g1, clients[1].cookie.as_deref().unwrap());
+    let mut leaving = g1.client_with_cookie(clients[1].cookie.as_deref().unwrap());
     assert_eq!(leaving.post("/logout").await.status, 204);
     assert_eq!(
-        with_cookie(&g2, clients[1].cookie.as_deref().unwrap())
+        g2.client_with_cookie(clients[1].cookie.as_deref().unwrap())
             .get("/account/")
             .await
             .status,
@@ -166,9 +164,15 @@ async fn two_gates_share_sessions_in_every_slot_of_a_cluster() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(with_cookie(&g2, &cached).get("/account/").await.status, 200);
+    assert_eq!(
+        g2.client_with_cookie(&cached).get("/account/").await.status,
+        200
+    );
     let hits = admin_metric(admin, ADMIN, "sessiongate_cache_hits_total").await;
-    assert_eq!(with_cookie(&g2, &cached).get("/account/").await.status, 200);
+    assert_eq!(
+        g2.client_with_cookie(&cached).get("/account/").await.status,
+        200
+    );
     assert!(
         admin_metric(admin, ADMIN, "sessiongate_cache_hits_total").await > hits,
         "served from the cache"
@@ -188,7 +192,10 @@ async fn two_gates_share_sessions_in_every_slot_of_a_cluster() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(with_cookie(&g2, &cached).get("/account/").await.status, 401);
+    assert_eq!(
+        g2.client_with_cookie(&cached).get("/account/").await.status,
+        401
+    );
     let r = raw(
         g1.admin.unwrap(),
         "GET",
@@ -216,7 +223,10 @@ async fn log_out_everywhere_on_a_cluster_reaches_sessions_in_every_slot() {
         .map(|sid| plant(&cluster, sid, json!("alice")))
         .collect();
     for pair in &pairs[..2] {
-        assert_eq!(with_cookie(&g2, pair).get("/account/").await.status, 200);
+        assert_eq!(
+            g2.client_with_cookie(pair).get("/account/").await.status,
+            200
+        );
     }
     let mut bob = g1.client();
     login(&mut bob, "bob", &[]).await;
@@ -225,7 +235,10 @@ async fn log_out_everywhere_on_a_cluster_reaches_sessions_in_every_slot() {
     assert_eq!(at_gate.post("/login?destroy=all").await.status, 200);
     for pair in &pairs {
         for gate in [&g1, &g2] {
-            assert_eq!(with_cookie(gate, pair).get("/account/").await.status, 401);
+            assert_eq!(
+                gate.client_with_cookie(pair).get("/account/").await.status,
+                401
+            );
         }
     }
     sweep_done(&cluster, "sessidx:alice");
@@ -240,7 +253,10 @@ async fn log_out_everywhere_on_a_cluster_reaches_sessions_in_every_slot() {
     assert_eq!(bob.get("/account/").await.status, 200, "others stay");
     // Written after the revocation: works.
     let after = plant(&cluster, "aliceWrittenAfterTheRevocation01", json!("alice"));
-    assert_eq!(with_cookie(&g2, &after).get("/account/").await.status, 200);
+    assert_eq!(
+        g2.client_with_cookie(&after).get("/account/").await.status,
+        200
+    );
     let mut again = g2.client();
     login(&mut again, "alice", &[]).await;
     assert_eq!(again.get("/account/").await.status, 200);
@@ -263,13 +279,19 @@ async fn log_out_everywhere_on_a_cluster_reaches_sessions_in_every_slot() {
     }
     assert!(slots.len() >= 2, "express wrote on several masters");
     let pair = browsers[0].cookie.clone().unwrap();
-    assert_eq!(with_cookie(&g1, &pair).get("/account/").await.status, 200);
+    assert_eq!(
+        g1.client_with_cookie(&pair).get("/account/").await.status,
+        200
+    );
     let mut carol = g2.client();
     login(&mut carol, "carol", &[]).await;
     assert_eq!(carol.post("/login?destroy=all").await.status, 200);
     for b in &browsers {
         let pair = b.cookie.clone().unwrap();
-        assert_eq!(with_cookie(&g1, &pair).get("/account/").await.status, 401);
+        assert_eq!(
+            g1.client_with_cookie(&pair).get("/account/").await.status,
+            401
+        );
     }
     sweep_done(&cluster, "sessidx:carol");
     for b in &mut browsers {
@@ -288,7 +310,10 @@ async fn log_out_everywhere_on_a_cluster_reaches_sessions_in_every_slot() {
         .map(|sid| plant(&cluster, sid, json!(12345678901234568u64)))
         .collect();
     assert_eq!(
-        with_cookie(&g1, &pairs[0]).get("/account/").await.status,
+        g1.client_with_cookie(&pairs[0])
+            .get("/account/")
+            .await
+            .status,
         200
     );
     let members: Vec<String> = redis::cmd("ZRANGE")
@@ -312,7 +337,10 @@ async fn log_out_everywhere_on_a_cluster_reaches_sessions_in_every_slot() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["revoked"], 3);
     for pair in &pairs {
-        assert_eq!(with_cookie(&g2, pair).get("/account/").await.status, 401);
+        assert_eq!(
+            g2.client_with_cookie(pair).get("/account/").await.status,
+            401
+        );
     }
     assert_every_key_has_a_ttl(&cluster);
 }

@@ -405,6 +405,13 @@ impl Gate {
     pub fn client(&self) -> Client {
         Client::new(self.addr, &self.cookie_name)
     }
+
+    /// A client of this gate that sends the cookie `pair` (`name=value`).
+    pub fn client_with_cookie(&self, pair: &str) -> Client {
+        let mut c = self.client();
+        c.cookie = Some(pair.to_owned());
+        c
+    }
 }
 
 impl Drop for Gate {

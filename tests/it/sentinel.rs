@@ -25,12 +25,6 @@ fn gate_on(s: &RedisSentinel, app: &Upstream, cache: bool) -> Gate {
     b.start()
 }
 
-fn with_cookie(gate: &Gate, pair: &str) -> Client {
-    let mut c = gate.client();
-    c.cookie = Some(pair.to_owned());
-    c
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sentinel_failover_is_followed_without_logouts() {
     let s = RedisSentinel::start();
@@ -50,7 +44,10 @@ async fn a_sentinel_failover_is_followed_without_logouts() {
         .unwrap();
     for pair in &cookies {
         for gate in [&g1, &g2] {
-            assert_eq!(with_cookie(gate, pair).get("/account/").await.status, 200);
+            assert_eq!(
+                gate.client_with_cookie(pair).get("/account/").await.status,
+                200
+            );
         }
     }
 
@@ -63,7 +60,7 @@ async fn a_sentinel_failover_is_followed_without_logouts() {
         let mut all = true;
         for pair in &cookies {
             for gate in [&g1, &g2] {
-                let status = with_cookie(gate, pair).get("/account/").await.status;
+                let status = gate.client_with_cookie(pair).get("/account/").await.status;
                 *statuses.entry(status).or_insert(0) += 1;
                 assert!(
                     status == 200 || status == 503,
@@ -101,14 +98,14 @@ async fn a_sentinel_failover_is_followed_without_logouts() {
     let on_new: Option<String> = redis::cmd("GET").arg(&key).query(&mut s.node(new)).unwrap();
     assert!(on_new.is_some(), "the login was written to the new master");
     assert_eq!(
-        with_cookie(&g2, fresh.cookie.as_deref().unwrap())
+        g2.client_with_cookie(fresh.cookie.as_deref().unwrap())
             .get("/account/")
             .await
             .status,
         200
     );
     for pair in &cookies {
-        let mut c = with_cookie(&g1, pair);
+        let mut c = g1.client_with_cookie(pair);
         assert_eq!(
             c.post("/login?update=%7B%22theme%22%3A%22dark%22%7D")
                 .await
@@ -129,7 +126,10 @@ async fn a_sentinel_failover_is_followed_without_logouts() {
     }
     assert!(live);
     let cached = fresh.cookie.clone().unwrap();
-    assert_eq!(with_cookie(&g2, &cached).get("/account/").await.status, 200);
+    assert_eq!(
+        g2.client_with_cookie(&cached).get("/account/").await.status,
+        200
+    );
     let invalidations = admin_metric(admin, ADMIN, "sessiongate_cache_invalidations_total").await;
     redis::cmd("DEL")
         .arg(&key)
@@ -144,7 +144,10 @@ async fn a_sentinel_failover_is_followed_without_logouts() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(with_cookie(&g2, &cached).get("/account/").await.status, 401);
+    assert_eq!(
+        g2.client_with_cookie(&cached).get("/account/").await.status,
+        401
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -182,8 +185,9 @@ async fn the_first_sentinel_that_answers_is_asked_with_the_sentinels_password() 
         &[&app],
     )
     .start();
-    let mut d = refused.client();
-    d.cookie = c.cookie.clone();
-    let r = d.get("/account/").await;
+    let r = refused
+        .client_with_cookie(c.cookie.as_deref().unwrap())
+        .get("/account/")
+        .await;
     assert_eq!(r.status, 503, "{}", r.body);
 }
