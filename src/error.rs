@@ -24,6 +24,8 @@ pub enum RequestError {
     MethodCase(String),
     #[error("method override refused: {0}")]
     MethodOverride(String),
+    #[error("a compressed form body where a `_method` field could move the request")]
+    FormEncoding,
     #[error("a session token comes with other Authorization credentials")]
     MixedCredentials,
     #[error("no route serves this request")]
@@ -68,6 +70,7 @@ impl RequestError {
             Self::NoRoute => 404,
             Self::LogoutMethod => 405,
             Self::HeadTimeout => 408,
+            Self::FormEncoding => 415,
             Self::HeadTooLarge => 431,
             Self::Internal(_) => 500,
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => 502,
@@ -86,6 +89,7 @@ impl RequestError {
             Self::Client(_) => "bad_request",
             Self::HeadTooLarge => "header_too_large",
             Self::HeadTimeout => "request_timeout",
+            Self::FormEncoding => "unsupported_encoding",
             Self::Unauthenticated => "unauthenticated",
             Self::NoRoute => "no_route",
             Self::LogoutMethod => "method_not_allowed",
@@ -108,6 +112,7 @@ impl RequestError {
             }
             Self::Client(_) => "the request could not be served",
             Self::HeadTooLarge => "the request head is too large",
+            Self::FormEncoding => "send this form body without a Content-Encoding",
             Self::HeadTimeout => "the request head did not arrive in time",
             Self::Unauthenticated => "a valid session is required",
             Self::NoRoute => "no route serves this path",

@@ -29,12 +29,8 @@ const INTERNAL_HEADERS: &[&str] = crate::directives::HEADERS;
 const FORWARDED_HOST_HEADERS: &[&str] = crate::forwarded::HEADERS;
 
 /// Headers that make an upstream treat a request as another method than the one routed on;
-/// removed unless the route has `method_override = true`.
-pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+/// removed unless the route has `method_override = true` ([`crate::method_override`]).
+const METHOD_OVERRIDE_HEADERS: &[&str] = crate::method_override::HEADERS;
 
 /// Lower case, `_` read as `-`: the name as a lenient backend would see it.
 pub fn canonical_header_name(name: &str) -> String {

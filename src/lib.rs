@@ -25,6 +25,7 @@ pub(crate) mod error;
 pub(crate) mod forwarded;
 pub(crate) mod head;
 pub(crate) mod identity;
+pub(crate) mod method_override;
 pub(crate) mod metrics;
 pub(crate) mod path;
 pub(crate) mod probes;

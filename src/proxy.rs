@@ -46,6 +46,7 @@ use crate::cookie::Secure;
 use crate::directives::{self, Action};
 use crate::error::RequestError;
 use crate::forwarded::ClientView;
+use crate::method_override::{BodyScan, Routed};
 use crate::metrics::Metrics;
 use crate::path::NormalPath;
 use crate::record::{id_prefix, ClientInfo};
@@ -87,6 +88,10 @@ pub struct RequestCtx {
     query: Option<String>,
     /// The authority of an absolute-form target: the upstream's `Host`, as routed on.
     authority: Option<String>,
+    /// The host routed on (lower case, no port).
+    host: Option<String>,
+    /// Where a `_method` body field could move the request: the scan of its body.
+    body_scan: Option<BodyScan>,
     /// Why the request failed in a phase after `request_filter`, for `fail_to_proxy`.
     error: Option<RequestError>,
     /// The client as the gate sees it (through trusted proxies).
@@ -136,6 +141,8 @@ impl ProxyHttp for Gate {
             path: None,
             query: None,
             authority: None,
+            host: None,
+            body_scan: None,
             error: None,
             client: None,
             tried: Vec::new(),
@@ -189,19 +196,24 @@ impl ProxyHttp for Gate {
         else {
             return self.refuse(session, ctx, RequestError::NoRoute).await;
         };
-        if let Err(e) = Target::check_method_override(
-            target.host.as_deref(),
-            target_path,
-            req,
-            &rt.routes,
+        let routed = Routed {
+            routes: &rt.routes,
             index,
-        ) {
-            return self.refuse(session, ctx, e).await;
+            host: target.host.as_deref(),
+            path: &target_path.matched,
+        };
+        let checked = routed
+            .check_head(req, target.query.as_deref())
+            .and_then(|()| routed.body_scan(req));
+        match checked {
+            Ok(scan) => ctx.body_scan = scan,
+            Err(e) => return self.refuse(session, ctx, e).await,
         }
         let route = rt.routes.get(index);
         ctx.route = Some(index);
         ctx.query = target.query;
         ctx.authority = target.authority;
+        ctx.host = target.host;
         if route.auth == AuthMode::Public {
             ctx.auth = Some(Auth::Public);
             return Ok(false);
@@ -394,6 +406,34 @@ impl ProxyHttp for Gate {
         }
         if let Some(counter) = counter {
             counter.inc();
+        }
+        Ok(())
+    }
+
+    /// Where the method decides the route, a form body is scanned for `_method` before each
+    /// chunk goes on ([`crate::method_override`]).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(scan) = ctx.body_scan.as_mut() else {
+            return Ok(());
+        };
+        let rt = ctx.rt.clone();
+        let path = &ctx.path.as_ref().expect("routed in request_filter").matched;
+        let routed = Routed {
+            routes: &rt.routes,
+            index: ctx.route.expect("routed in request_filter"),
+            host: ctx.host.as_deref(),
+            path,
+        };
+        let chunk = body.as_deref().unwrap_or_default();
+        if let Err(e) = scan.feed(chunk, end_of_stream, &routed) {
+            ctx.body_scan = None;
+            return Err(fail(ctx, e));
         }
         Ok(())
     }

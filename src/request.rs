@@ -7,9 +7,8 @@ use http::{header, Method};
 use pingora::http::RequestHeader;
 
 use crate::error::RequestError;
-use crate::identity::METHOD_OVERRIDE_HEADERS;
 use crate::path::{NormalPath, PathPolicy, RequestTarget};
-use crate::routes::{is_case_variant, parse_host, HostError, RouteTable};
+use crate::routes::{is_case_variant, parse_host, HostError};
 use crate::sessions::{Sessions, TokenHeader};
 
 /// What a request is routed on, checked and canonical.
@@ -68,38 +67,6 @@ impl Target {
             authority: authority.map(str::to_owned),
             host,
         }))
-    }
-
-    /// On a route with `method_override`, an override header must name a method that this
-    /// same route serves: the override never moves a request to another rule. `path` is the
-    /// target's canonical path.
-    pub fn check_method_override(
-        host: Option<&str>,
-        path: &NormalPath,
-        req: &RequestHeader,
-        routes: &RouteTable,
-        index: usize,
-    ) -> Result<(), RequestError> {
-        if !routes.get(index).method_override {
-            return Ok(());
-        }
-        for (name, value) in &req.headers {
-            let canonical = crate::identity::canonical_header_name(name.as_str());
-            if !METHOD_OVERRIDE_HEADERS.contains(&canonical.as_str()) {
-                continue;
-            }
-            let method = Method::from_bytes(value.as_bytes())
-                .map_err(|_| RequestError::MethodOverride("not a method".into()))?;
-            if is_case_variant(&method) {
-                return Err(RequestError::MethodOverride(format!("`{method}`")));
-            }
-            if routes.find(host, &method, &path.matched) != Some(index) {
-                return Err(RequestError::MethodOverride(format!(
-                    "`{method}` is served by another route"
-                )));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -148,6 +148,9 @@ pub struct RouteTable {
     order: Vec<usize>,
     routes: Vec<Route>,
     case_sensitive: bool,
+    /// One method of each kind the table tells apart: every method a route lists (HEAD with
+    /// GET), and one that no route lists, which stands for all the others.
+    distinct_methods: Vec<Method>,
 }
 
 impl RouteTable {
@@ -157,11 +160,35 @@ impl RouteTable {
             let r = &routes[i];
             std::cmp::Reverse((r.prefix.len(), r.host.is_some(), r.methods.is_some()))
         });
+        let mut distinct_methods: Vec<Method> = routes
+            .iter()
+            .flat_map(|r| r.methods.iter().flatten().cloned())
+            .collect();
+        if distinct_methods.contains(&Method::GET) {
+            distinct_methods.push(Method::HEAD);
+        }
+        distinct_methods.push(Method::from_bytes(b"SESSIONGATE-UNLISTED").expect("a method token"));
+        distinct_methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        distinct_methods.dedup();
         Self {
             order,
             routes,
             case_sensitive,
+            distinct_methods,
         }
+    }
+
+    /// Whether every method of a request to `host` and `path` is served by route `index`:
+    /// then no method override can move the request to another rule.
+    pub fn same_route_for_every_method(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        index: usize,
+    ) -> bool {
+        self.distinct_methods
+            .iter()
+            .all(|m| self.find(host, m, path) == Some(index))
     }
 
     pub fn get(&self, index: usize) -> &Route {
@@ -291,6 +318,24 @@ mod tests {
         );
         assert_eq!(t.find(None, &Method::HEAD, "/export/x"), Some(1));
         assert_eq!(t.find(None, &Method::POST, "/export/x"), Some(0));
+    }
+
+    #[test]
+    fn the_method_decides_the_route_where_routes_differ_by_method() {
+        let t = table(false);
+        // `/api/` POST is route 4; other methods fall to the root route.
+        assert!(!t.same_route_for_every_method(None, "/api/x", 4));
+        assert!(!t.same_route_for_every_method(None, "/api/x", 0));
+        assert!(t.same_route_for_every_method(None, "/account/x", 1));
+        assert!(t.same_route_for_every_method(Some("a.example.com"), "/api/x", 3));
+        let only_post = RouteTable::new(
+            vec![route("/forms/", None, Some(vec![Method::POST]))],
+            false,
+        );
+        assert!(
+            !only_post.same_route_for_every_method(None, "/forms/a", 0),
+            "a method no route serves is a method that moves the request (to a 404)"
+        );
     }
 
     #[test]

@@ -314,6 +314,165 @@ async fn a_route_that_opts_into_method_override_keeps_it_within_the_route() {
     .await;
 }
 
+/// A request to express (`method-override` reading the `_method` query key, then the
+/// `_method` field of urlencoded and multipart bodies) through a gate where `/mo/items/` is
+/// public for POST and required for DELETE, and `/mo/forms/` opts into overrides for GET,
+/// POST and PUT.
+async fn send_to_express(gate: &Gate, head: &str, body: &[u8]) -> Response {
+    let mut request = format!(
+        "{head}\r\nHost: www.example.com\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    raw_bytes(gate.addr, &request).await
+}
+
+fn multipart(fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--B0undary\r\nContent-Disposition: form-data; {name}\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(b"--B0undary--\r\n");
+    ("multipart/form-data; boundary=B0undary".into(), body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn method_overrides_in_the_query_and_the_body_never_move_a_request_to_another_route() {
+    let redis = Redis::start();
+    let express = Express::builder(&redis).secrets(&[SECRET]).start();
+    let gate = GateBuilder::new()
+        .redis(&redis)
+        .upstream_addrs("express", &[express.addr])
+        .route("path = \"/mo/items/\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"express\"\nauth = \"public\"")
+        .route("path = \"/mo/items/\"\nmethods = [\"DELETE\"]\nupstream = \"express\"\nauth = \"required\"")
+        .route("path = \"/mo/forms/\"\nmethods = [\"GET\", \"POST\", \"PUT\"]\nupstream = \"express\"\nauth = \"public\"\nmethod_override = true")
+        .route("path = \"/\"\nupstream = \"express\"\nauth = \"public\"")
+        .start();
+    let urlencoded = "Content-Type: application/x-www-form-urlencoded";
+    let r = send_to_express(&gate, "DELETE /mo/items/7 HTTP/1.1", b"").await;
+    assert_eq!(r.status, 401, "a DELETE needs a session");
+
+    // Whatever the gate answers, express never serves a DELETE here without a user.
+    let refused = |r: &Response, what: &str| {
+        assert!(
+            !(r.status == 200 && r.json()["method"] == "DELETE"),
+            "express served {what} as a DELETE: {}",
+            r.body
+        );
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        assert_eq!(r.json()["error"], "bad_method", "{what}");
+    };
+    for query in [
+        "_method=DELETE",
+        "_METHOD=DELETE",
+        "%5Fmethod=DELETE",
+        "a=1&_method=DELETE&_method=DELETE",
+    ] {
+        let r = send_to_express(&gate, &format!("POST /mo/items/7?{query} HTTP/1.1"), b"").await;
+        refused(&r, query);
+    }
+    for body in [
+        "_method=DELETE",
+        "a=1&_method=DELETE",
+        "%5Fmethod=DELETE",
+        "_method[]=DELETE",
+    ] {
+        let r = send_to_express(
+            &gate,
+            &format!("POST /mo/items/7 HTTP/1.1\r\n{urlencoded}"),
+            body.as_bytes(),
+        )
+        .await;
+        refused(&r, body);
+    }
+    // Far past any buffer: the body is scanned as it streams.
+    let long = format!("pad={}&_method=DELETE", "x".repeat(300_000));
+    let r = send_to_express(
+        &gate,
+        &format!("POST /mo/items/7 HTTP/1.1\r\n{urlencoded}"),
+        long.as_bytes(),
+    )
+    .await;
+    refused(&r, "a 300 kB body ending in _method");
+    let (ty, body) = multipart(&[("name=\"title\"", "hello"), ("name=\"_method\"", "DELETE")]);
+    let r = send_to_express(
+        &gate,
+        &format!("POST /mo/items/7 HTTP/1.1\r\nContent-Type: {ty}"),
+        &body,
+    )
+    .await;
+    refused(&r, "a multipart _method field");
+    let r = send_to_express(
+        &gate,
+        &format!("POST /mo/items/7 HTTP/1.1\r\n{urlencoded}\r\nContent-Encoding: gzip"),
+        b"\x1f\x8b",
+    )
+    .await;
+    assert_eq!(
+        r.status, 415,
+        "a compressed form cannot be scanned: {}",
+        r.body
+    );
+
+    // Forms without an override are served as sent.
+    let r = send_to_express(
+        &gate,
+        &format!("POST /mo/items/7 HTTP/1.1\r\n{urlencoded}"),
+        b"title=x",
+    )
+    .await;
+    assert_eq!((r.status, r.json()["method"].as_str()), (200, Some("POST")));
+    let (ty, body) = multipart(&[("name=\"file\"; filename=\"_method\"", "_method=DELETE")]);
+    let r = send_to_express(
+        &gate,
+        &format!("POST /mo/items/7 HTTP/1.1\r\nContent-Type: {ty}"),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["method"].as_str()),
+        (200, Some("POST")),
+        "{}",
+        r.body
+    );
+
+    // A route that opts in keeps its overrides within its own methods.
+    let r = send_to_express(&gate, "POST /mo/forms/a?_method=PUT HTTP/1.1", b"").await;
+    assert_eq!(
+        (r.status, r.json()["method"].as_str()),
+        (200, Some("PUT")),
+        "{}",
+        r.body
+    );
+    let r = send_to_express(
+        &gate,
+        &format!("POST /mo/forms/a HTTP/1.1\r\n{urlencoded}"),
+        b"_method=PUT",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["method"].as_str()),
+        (200, Some("PUT")),
+        "{}",
+        r.body
+    );
+    for (head, body) in [
+        ("POST /mo/forms/a?_method=DELETE HTTP/1.1".to_owned(), ""),
+        ("POST /mo/forms/a?_method=put HTTP/1.1".to_owned(), ""),
+        (
+            format!("POST /mo/forms/a HTTP/1.1\r\n{urlencoded}"),
+            "_method=DELETE",
+        ),
+    ] {
+        let r = send_to_express(&gate, &head, body.as_bytes()).await;
+        assert_eq!(r.status, 400, "{head} {body}: {}", r.body);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn error_bodies_are_generic() {
     let app = Upstream::start("app").await;

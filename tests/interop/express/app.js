@@ -26,6 +26,8 @@ const express = require("express");
 const session = require("express-session");
 const { RedisStore } = require("connect-redis");
 const { createClient, createCluster } = require("redis");
+const methodOverride = require("method-override");
+const multer = require("multer");
 
 function fail(msg) {
   process.stderr.write(`interop-express: ${msg}\n`);
@@ -116,6 +118,34 @@ app.disable("etag");
 app.get("/health", (req, res) => {
   res.type("text/plain").send("ok");
 });
+
+// Method overrides wired the way apps commonly wire them: the `_method` query key, and the
+// `_method` field of urlencoded and multipart bodies (method-override's README body getter).
+// `/mo/...` answers with the method the app ended up serving and the identity it was given.
+function bodyMethod(req) {
+  if (req.body && typeof req.body === "object" && "_method" in req.body) {
+    const method = req.body._method;
+    delete req.body._method;
+    return method;
+  }
+  return undefined;
+}
+app.use(
+  "/mo",
+  express.urlencoded({ extended: true }),
+  multer().any(),
+  methodOverride("_method"),
+  methodOverride(bodyMethod),
+  (req, res) => {
+    res.json({
+      backend,
+      method: req.method,
+      originalMethod: req.originalMethod,
+      path: req.originalUrl,
+      user: req.get("x-user") ?? null,
+    });
+  },
+);
 
 app.use(
   session({
