@@ -67,20 +67,35 @@ impl ExpiryPolicy {
     }
 }
 
+/// The largest integer JavaScript (and Redis's Lua, whose numbers are doubles) holds exactly:
+/// `Number.MAX_SAFE_INTEGER`, 2^53 - 1.
+pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
 /// A user id as the per-user index and revocation marker name it, the same on every writer:
-/// a non-empty string as it is; a number as the double express (JavaScript) and Redis's Lua
-/// hold it, rendered without exponent when integral (`12345678901234567` is the double
-/// `12345678901234568`, and Lua's `string.format('%.0f', n)` gives exactly that). Fractional
-/// and non-finite numbers, empty strings and other types name no user.
+/// a non-empty string as it is; an integral number within JavaScript's safe range as its
+/// exact decimal. A number beyond it (`1234567890123456789`) names no user: JavaScript and
+/// Lua read it as a rounded double, so it would name one user to the request path and
+/// another, shared with a neighbouring id, to the index, the revocation and the sweep. Such
+/// ids must be stored as strings. Fractional and non-finite numbers, empty strings and other
+/// types name no user either.
 pub fn render_user(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => {
-            let f = n.as_f64()?;
-            (f.is_finite() && f.fract() == 0.0).then(|| format!("{f:.0}"))
-        }
+        Value::Number(n) => safe_integer(n).map(|i| i.to_string()),
         _ => None,
     }
+}
+
+/// A JSON number that is an integer JavaScript holds exactly.
+pub fn safe_integer(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return (i.unsigned_abs() <= MAX_SAFE_INTEGER as u64).then_some(i);
+    }
+    if n.as_u64().is_some() {
+        return None;
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER).then_some(f as i64)
 }
 
 /// The first characters of a session id: enough to correlate log lines, never enough to use.
@@ -426,23 +441,38 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_render_as_javascript_doubles_without_exponent() {
+    fn user_ids_are_strings_or_integers_javascript_holds_exactly() {
         let user = |j: &str| SessionRecord::parse(j).unwrap().user("user");
         assert_eq!(user(r#"{"user":"alice"}"#).as_deref(), Some("alice"));
         assert_eq!(user(r#"{"user":42}"#).as_deref(), Some("42"));
+        assert_eq!(user(r#"{"user":-42}"#).as_deref(), Some("-42"));
         assert_eq!(user(r#"{"user":42.0}"#).as_deref(), Some("42"));
-        // 17 digits: the double JavaScript and Lua hold, never `1.2345678901235e+16`.
+        assert_eq!(user(r#"{"user":4.2e1}"#).as_deref(), Some("42"));
         assert_eq!(
-            user(r#"{"user":12345678901234567}"#).as_deref(),
-            Some("12345678901234568")
+            user(r#"{"user":9007199254740991}"#).as_deref(),
+            Some("9007199254740991")
         );
+        // Past 2^53 - 1 two ids share one double: neither names a user.
+        for unsafe_id in [
+            "9007199254740992",
+            "9007199254740993",
+            "-9007199254740992",
+            "1234567890123456789",
+            "1234567890123456790",
+            "18446744073709551615",
+            "1e20",
+            "9007199254740992.0",
+        ] {
+            assert_eq!(
+                user(&format!(r#"{{"user":{unsafe_id}}}"#)),
+                None,
+                "{unsafe_id}"
+            );
+        }
         assert_eq!(
-            user(r#"{"user":123456789012345678}"#).as_deref(),
-            Some("123456789012345680")
-        );
-        assert_eq!(
-            user(r#"{"user":1e20}"#).as_deref(),
-            Some("100000000000000000000")
+            user(r#"{"user":"1234567890123456789"}"#).as_deref(),
+            Some("1234567890123456789"),
+            "as a string it is exact"
         );
         assert_eq!(user(r#"{"user":1.5}"#), None);
         assert_eq!(user(r#"{"user":""}"#), None);

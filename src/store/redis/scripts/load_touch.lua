@@ -20,12 +20,12 @@ if not ok or type(s) ~= 'table' then
   if ARGV[8] == 'quiet' then v = '' end
   return {v, redis.call('TTL', KEYS[1]), 0, 0}
 end
--- The user id as the gate's Rust renders it: a non-empty string, or an integral number
--- without exponent (JavaScript's double, as '%.0f' prints it; never tostring's 1.2e+16).
+-- The user id as the gate's Rust renders it (record::render_user): a non-empty string, or
+-- an integer within JavaScript's safe range (|u| <= 2^53 - 1, which a double holds exactly),
+-- without exponent ('%.0f'; never tostring's 1.2e+16). Larger numbers name no user.
 local function render(u)
   if type(u) == 'string' and u ~= '' then return u end
-  if type(u) == 'number' and u == u and u ~= math.huge and u ~= -math.huge
-      and u == math.floor(u) then
+  if type(u) == 'number' and u == math.floor(u) and math.abs(u) <= 9007199254740991 then
     return string.format('%.0f', u)
   end
   return nil

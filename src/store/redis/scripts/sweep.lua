@@ -8,8 +8,7 @@ if not ok or type(s) ~= 'table' then return 0 end
 local u = s[ARGV[1]]
 local user = nil
 if type(u) == 'string' and u ~= '' then user = u
-elseif type(u) == 'number' and u == u and u ~= math.huge and u ~= -math.huge
-    and u == math.floor(u) then
+elseif type(u) == 'number' and u == math.floor(u) and math.abs(u) <= 9007199254740991 then
   user = string.format('%.0f', u)
 end
 if user ~= ARGV[2] then return 0 end
