@@ -4,6 +4,24 @@
 //! user: the configured identity headers in every spelling (case, and `_` for `-`, which CGI,
 //! WSGI and PHP backends read as the same name) and the gate's internal headers. Only then,
 //! on authenticated requests, are the real values injected from the session.
+//!
+//! **A value reaches the upstream exactly, or not at all.** HTTP parsers trim a value's
+//! leading and trailing whitespace (so `"alice "` would read as `alice`), many split on
+//! commas (so `["reader,admin"]` would read as two roles), and read bytes past ASCII as
+//! Latin-1. So a value is sent as a list of items joined by `,`: a string, number or boolean
+//! is one item, an array its items. Each item's text (a string as it is; an integer as its
+//! exact decimal; another number as its shortest round-trip decimal; `true`/`false`) is
+//! percent-encoded (`%XX` of its UTF-8 bytes) wherever a parser would lose or split it: `%`
+//! itself, `,`, control characters, bytes past ASCII, and a space that starts or ends it.
+//! Everything else is sent as it is, so `alice`, `42` and `a,b` (from `["a", "b"]`) read as
+//! before. An upstream splits on `,` and percent-decodes each item to get exactly the
+//! session's texts. What cannot be sent that way is refused, logged and counted (no header):
+//! objects, nested arrays, `[""]` (it would read as the empty list), and integers outside
+//! JavaScript's safe range (which name no user either: [`crate::record::render_user`]).
+//! `null` or a missing member sends nothing.
+//!
+//! The JSON type is the app's schema, not the header's: the number `42` and the string `"42"`
+//! both read as `42`, as they name one user in the per-user index.
 
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
@@ -112,41 +130,96 @@ impl Identity {
         }
     }
 
-    /// Adds the configured headers from the session. Values that are absent, objects, or that
-    /// hold control characters are not sent.
-    pub fn inject(&self, session: &SessionRecord, req: &mut RequestHeader) {
+    /// Adds the configured headers from the session, encoded (see the module's comment).
+    /// Returns how many values could not be represented and were not sent (each logged).
+    pub fn inject(&self, session: &SessionRecord, req: &mut RequestHeader) -> usize {
+        let mut refused = 0;
         for (name, pointer) in &self.inject {
-            let Some(value) = session.pointer(pointer).and_then(render) else {
-                continue;
+            let value = match session.pointer(pointer) {
+                None | Some(Value::Null) => continue,
+                Some(v) => v,
             };
-            match HeaderValue::from_bytes(value.as_bytes()) {
-                Ok(v) if !value.bytes().any(|b| b.is_ascii_control()) => {
-                    let _ = req.insert_header(name.clone(), v);
+            match render(value) {
+                Ok(text) => {
+                    let value = HeaderValue::from_str(&text).expect("encoded as visible ASCII");
+                    let _ = req.insert_header(name.clone(), value);
                 }
-                _ => {
-                    tracing::warn!(header = %name, "session value holds control characters; header not sent")
+                Err(why) => {
+                    refused += 1;
+                    tracing::warn!(header = %name, reason = why.0, "session value cannot be sent as an identity header; header not sent");
                 }
             }
         }
+        refused
     }
 }
 
-/// A session value as header text: strings as they are, numbers and booleans as text, arrays
-/// comma-joined; `None` for null, objects and nested arrays.
-pub fn render(v: &Value) -> Option<String> {
+/// Why a session value has no header form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unrepresentable(pub &'static str);
+
+/// A session value as header text: see the module's comment.
+pub fn render(v: &Value) -> Result<String, Unrepresentable> {
+    let mut out = String::new();
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| match i {
-                Value::Array(_) | Value::Object(_) => None,
-                other => render(other),
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(|parts| parts.join(",")),
-        Value::Null | Value::Object(_) => None,
+        Value::Array(items) => {
+            if let [Value::String(s)] = items.as_slice() {
+                if s.is_empty() {
+                    return Err(Unrepresentable("a list of one empty string"));
+                }
+            }
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if matches!(item, Value::Array(_)) {
+                    return Err(Unrepresentable("a nested array"));
+                }
+                encode_item(&item_text(item)?, &mut out);
+            }
+        }
+        scalar => encode_item(&item_text(scalar)?, &mut out),
+    }
+    Ok(out)
+}
+
+/// One item's text, before encoding.
+fn item_text(v: &Value) -> Result<std::borrow::Cow<'_, str>, Unrepresentable> {
+    match v {
+        Value::String(s) => Ok(s.as_str().into()),
+        Value::Bool(b) => Ok(if *b { "true" } else { "false" }.into()),
+        Value::Number(n) => match crate::record::safe_integer(n) {
+            Some(i) => Ok(i.to_string().into()),
+            None if n.as_f64().is_some_and(|f| f.fract() != 0.0) => Ok(n.to_string().into()),
+            None => Err(Unrepresentable(
+                "an integer outside JavaScript's safe range (2^53 - 1)",
+            )),
+        },
+        Value::Null => Err(Unrepresentable("null in a list")),
+        Value::Object(_) => Err(Unrepresentable("an object")),
+        Value::Array(_) => Err(Unrepresentable("a nested array")),
+    }
+}
+
+/// Appends `text`, percent-encoding what a header parser would lose or split.
+fn encode_item(text: &str, out: &mut String) {
+    let bytes = text.as_bytes();
+    let last = bytes.len().saturating_sub(1);
+    for (i, &b) in bytes.iter().enumerate() {
+        let plain = match b {
+            b'%' | b',' => false,
+            b' ' => i != 0 && i != last,
+            0x21..=0x7e => true,
+            _ => false,
+        };
+        if plain {
+            out.push(b as char);
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
     }
 }
 
@@ -204,24 +277,53 @@ mod tests {
     }
 
     #[test]
-    fn injects_rendered_values_and_refuses_control_characters() {
+    fn injects_encoded_values_and_counts_what_cannot_be_sent() {
         let session = SessionRecord::parse(
-            &json!({"user": "alice\r\nX-Admin: 1", "roles": ["a", "b", 3], "id": 42}).to_string(),
+            &json!({"user": "alice\r\nX-Admin: 1", "roles": ["a", "b", 3], "id": {"x": 1}})
+                .to_string(),
         )
         .unwrap();
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        identity().inject(&session, &mut req);
-        assert!(req.headers.get("x-user").is_none());
+        assert_eq!(identity().inject(&session, &mut req), 1, "the object");
+        assert_eq!(req.headers.get("x-user").unwrap(), "alice%0D%0AX-Admin: 1");
         assert_eq!(req.headers.get("x-user-roles").unwrap(), "a,b,3");
-        assert_eq!(req.headers.get("x-user-id").unwrap(), "42");
+        assert!(req.headers.get("x-user-id").is_none());
+        assert!(req.headers.get("x-admin").is_none());
     }
 
     #[test]
-    fn renders_values() {
-        assert_eq!(render(&json!(true)).as_deref(), Some("true"));
-        assert_eq!(render(&json!(1.5)).as_deref(), Some("1.5"));
-        assert_eq!(render(&json!(null)), None);
-        assert_eq!(render(&json!({"a": 1})), None);
-        assert_eq!(render(&json!([["x"]])), None);
+    fn renders_values_so_that_no_two_texts_read_alike() {
+        let r = |v: Value| render(&v).ok();
+        assert_eq!(r(json!("alice")).as_deref(), Some("alice"));
+        assert_eq!(r(json!("alice ")).as_deref(), Some("alice%20"));
+        assert_eq!(r(json!("  alice")).as_deref(), Some("%20 alice"));
+        assert_eq!(r(json!("Alice Smith")).as_deref(), Some("Alice Smith"));
+        assert_eq!(r(json!("100%")).as_deref(), Some("100%25"));
+        assert_eq!(r(json!("José")).as_deref(), Some("Jos%C3%A9"));
+        assert_eq!(r(json!("a\tb")).as_deref(), Some("a%09b"));
+        assert_eq!(
+            r(json!(["reader,admin"])).as_deref(),
+            Some("reader%2Cadmin")
+        );
+        assert_eq!(
+            r(json!(["reader", "admin"])).as_deref(),
+            Some("reader,admin")
+        );
+        assert_eq!(r(json!([" a", "b "])).as_deref(), Some("%20a,b%20"));
+        assert_eq!(r(json!(["a", ""])).as_deref(), Some("a,"));
+        assert_eq!(r(json!([])).as_deref(), Some(""));
+        assert_eq!(r(json!(true)).as_deref(), Some("true"));
+        assert_eq!(r(json!(1.5)).as_deref(), Some("1.5"));
+        assert_eq!(r(json!(42.0)).as_deref(), Some("42"));
+        assert_eq!(
+            r(json!(9007199254740991u64)).as_deref(),
+            Some("9007199254740991")
+        );
+        assert_eq!(r(json!(1234567890123456789u64)), None);
+        assert_eq!(r(json!(1e20)), None);
+        assert_eq!(r(json!([""])), None, "would read as the empty list");
+        assert_eq!(r(json!({"a": 1})), None);
+        assert_eq!(r(json!([["x"]])), None);
+        assert_eq!(r(json!([null])), None);
     }
 }

@@ -51,6 +51,12 @@ pub struct Metrics {
     pub cache_live: IntGauge,
     pub cache_touches: IntCounter,
     pub store_errors: IntCounter,
+    /// Session values that have no header form, so their identity header was not sent.
+    pub identity_refused: IntCounter,
+    /// Client connections open now, both protocols.
+    pub connections: IntGauge,
+    /// Client connections closed at once because `server.max_connections` were open.
+    pub connections_refused: IntCounter,
 }
 
 impl Default for Metrics {
@@ -158,6 +164,22 @@ impl Default for Metrics {
             store_errors: counter(
                 "sessiongate_store_errors_total",
                 "Store operations that failed or timed out.",
+            ),
+            identity_refused: counter(
+                "sessiongate_identity_values_refused_total",
+                "Identity headers not sent because the session value has no header form (objects, nested arrays, unsafe integers).",
+            ),
+            connections: reg(
+                &registry,
+                IntGauge::new(
+                    "sessiongate_connections",
+                    "Client connections open now (HTTP/1 and HTTP/2).",
+                )
+                .expect("valid"),
+            ),
+            connections_refused: counter(
+                "sessiongate_connections_refused_total",
+                "Client connections closed at once because server.max_connections were open.",
             ),
             registry,
         }

@@ -319,7 +319,10 @@ impl ProxyHttp for Gate {
             upstream.remove_header(h);
         }
         if let Some(active) = &ctx.active {
-            rt.identity.inject(&active.record, upstream);
+            let refused = rt.identity.inject(&active.record, upstream);
+            if refused > 0 {
+                self.metrics.identity_refused.inc_by(refused as u64);
+            }
         }
         // The upstream serves exactly the path the route matched, as origin-form...
         let path = &ctx

@@ -345,6 +345,28 @@ impl ExpressBuilder {
 }
 
 // ---------------------------------------------------------------------------------------
+// Node's own http server
+
+/// An echo server on Node's `http` module: every request gets `{"method", "path",
+/// "headers"}`, the headers as Node's parser read them (trimmed, lower-cased names).
+pub struct NodeEcho {
+    pub server: ChildServer,
+    pub addr: SocketAddr,
+}
+
+impl NodeEcho {
+    pub fn start() -> Self {
+        let mut cmd = Command::new("node");
+        cmd.arg(interop_dir().join("node_echo.js")).env("PORT", "0");
+        let server = ChildServer::spawn("the node echo server", cmd);
+        NodeEcho {
+            addr: server.addr,
+            server,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The Python backend
 
 /// An echo server in Python's standard library: every request gets
