@@ -12,12 +12,14 @@
 //! A head that passes goes to the proxy as a pipelined prefix: Pingora parses bytes it is
 //! handed before it reads the stream, so nothing is read twice and the proxy is unchanged.
 //! On a keep-alive connection every later head goes through the same limits, and an idle
-//! connection is closed quietly after [`KEEPALIVE_IDLE`]. Pipelined requests (sent before
+//! connection is closed quietly after `server.idle_timeout`. Pipelined requests (sent before
 //! the previous answer) are answered in order: the bytes read past a request whose length is
 //! known (no body, or a `Content-Length`) are kept as the start of the next head. Past a
 //! chunked body, Pingora closes the connection after the answer instead, and the client
 //! sends the rest again. HTTP/2 (TLS with ALPN `h2`) has
-//! its own framing and limits, and goes straight to the proxy.
+//! its own framing, and goes to the proxy through [`crate::connections::H2Watch`], which puts
+//! the header timeout on its header blocks. Every connection, of either protocol, first takes
+//! a place under `server.max_connections` ([`crate::connections`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -32,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::access_log::{AccessLog, Entry};
+use crate::connections::{ConnectionLimits, Connections, H2Watch};
 use crate::error::RequestError;
 use crate::metrics::Metrics;
 use crate::request_id;
@@ -51,9 +54,6 @@ pub struct HeadLimits {
 pub const PINGORA_MAX_HEADER_BYTES: usize = 1_048_575;
 /// The most headers Pingora parses (`MAX_HEADERS`, same file).
 pub const PINGORA_MAX_HEADERS: usize = 256;
-/// How long a connection may wait for the first byte of a head: Pingora's keep-alive
-/// timeout for a new connection, now also between requests (where Pingora had none).
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// The first read's buffer; it grows up to the limit only as a head needs it.
 const INITIAL_BUFFER: usize = 4096;
 /// After a `431`/`408`, what the client still sends is read and dropped for this long (and
@@ -68,6 +68,10 @@ const REJECT_WRITE: Duration = Duration::from_secs(1);
 pub struct Limited<A> {
     app: Arc<A>,
     limits: HeadLimits,
+    /// How long a connection may wait for the first byte of a head (`server.idle_timeout`):
+    /// a new connection, and between requests (where Pingora has no such bound).
+    idle: Duration,
+    connections: Arc<Connections>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
 }
@@ -78,12 +82,18 @@ impl<A> Limited<A> {
     pub fn new(
         app: A,
         limits: HeadLimits,
+        connections: &ConnectionLimits,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
     ) -> Self {
         Self {
             app: Arc::new(app),
             limits,
+            idle: connections.idle_timeout,
+            connections: Arc::new(Connections::new(
+                connections.max_connections,
+                metrics.clone(),
+            )),
             metrics,
             access_log,
         }
@@ -164,12 +174,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let Some(_admitted) = self.connections.admit() else {
+            tracing::debug!("server.max_connections are open; a new connection was closed");
+            return None;
+        };
         let options = self.app.server_options();
         let h2c_or_custom = options.is_some_and(|o| o.h2c || o.force_custom);
         match stream.selected_alpn_proto() {
             None if !h2c_or_custom => {}
             Some(ALPN::H1) => {}
-            // HTTP/2 and the rest: Pingora's own handling, as without this wrapper.
+            // HTTP/2: Pingora's own handling, with the header timeout on its header blocks.
+            Some(ALPN::H2) => {
+                let watched: Stream = Box::new(H2Watch::new(stream, self.limits.timeout));
+                self.app.process_new(watched, shutdown).await;
+                return None;
+            }
+            // The rest: Pingora's own handling, as without this wrapper.
             _ => return self.app.process_new(stream, shutdown).await,
         }
         let mut persistent: Option<HttpPersistentSettings> = None;
@@ -179,6 +199,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             let prefix = match read_head(
                 &mut stream,
                 &self.limits,
+                self.idle,
                 shutdown,
                 carried.take(),
                 reused,
@@ -200,7 +221,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
                 // A connection's first request: what Pingora's own HTTP/1 server sets.
                 None => {
                     let down = *shutdown.borrow();
-                    session.set_keepalive((!down).then_some(KEEPALIVE_IDLE.as_secs()));
+                    session.set_keepalive((!down).then_some(self.idle.as_secs()));
                     session.set_keepalive_reuses_remaining(
                         options.and_then(|o| o.keepalive_request_limit),
                     );
@@ -229,6 +250,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
 async fn read_head(
     stream: &mut Stream,
     limits: &HeadLimits,
+    idle: Duration,
     shutdown: &ShutdownWatch,
     carried: Option<BytesMut>,
     reused: bool,
@@ -238,10 +260,7 @@ async fn read_head(
         Some(bytes) if !bytes.is_empty() => bytes,
         _ => {
             let mut buf = BytesMut::with_capacity(INITIAL_BUFFER.min(limits.max_bytes));
-            let read = timeout(
-                KEEPALIVE_IDLE,
-                read_some(stream, &mut buf, limits.max_bytes),
-            );
+            let read = timeout(idle, read_some(stream, &mut buf, limits.max_bytes));
             let first = if reused {
                 tokio::select! {
                     biased;

@@ -19,6 +19,7 @@
 pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod config;
+pub(crate) mod connections;
 pub(crate) mod cookie;
 pub(crate) mod directives;
 pub(crate) mod error;

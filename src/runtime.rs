@@ -80,6 +80,18 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
             old.head.timeout != new.head.timeout,
         ),
         (
+            "server.idle_timeout",
+            old.connections.idle_timeout != new.connections.idle_timeout,
+        ),
+        (
+            "server.max_connections",
+            old.connections.max_connections != new.connections.max_connections,
+        ),
+        (
+            "server.h2_max_streams",
+            old.connections.h2_max_streams != new.connections.h2_max_streams,
+        ),
+        (
             "server.upgrade_socket",
             old.upgrade_socket != new.upgrade_socket,
         ),

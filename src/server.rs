@@ -203,10 +203,24 @@ impl GateServer {
             metrics.access_log_dropped.clone(),
         ));
         let gate = Gate::new(current, metrics.clone(), access_log.clone());
-        let proxy = pingora::proxy::http_proxy(&server.configuration, gate);
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, gate);
+        // HTTP/2's own limits: idle connections, concurrent streams, the header list.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2_idle_timeout = Some(config.connections.idle_timeout);
+        proxy.server_options = Some(options);
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        h2.max_concurrent_streams(config.connections.h2_max_streams)
+            .max_header_list_size(config.head.max_bytes as u32);
+        proxy.h2_options = Some(h2);
         let mut proxy = pingora::services::listening::Service::new(
             "sessiongate".into(),
-            head::Limited::new(proxy, config.head.clone(), metrics, access_log),
+            head::Limited::new(
+                proxy,
+                config.head.clone(),
+                &config.connections,
+                metrics,
+                access_log,
+            ),
         );
         for addr in &config.listen {
             proxy.add_tcp(addr);

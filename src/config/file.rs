@@ -38,6 +38,12 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// A request head not complete this long after its first byte is answered 408.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pingora's keep-alive timeout for a new HTTP/1 connection.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// About 1 GiB of idle connections at the ~90 KB each one costs.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Pingora's (and nginx's `http2_max_concurrent_streams`) default.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,9 +129,18 @@ pub struct ServerSection {
     pub max_header_bytes: usize,
     /// The most headers a request may have; more get 431.
     pub max_headers: usize,
-    /// How long a request head may take to arrive, from its first byte; slower ones get 408.
+    /// How long a request head may take to arrive, from its first byte; slower ones get 408
+    /// (HTTP/1). An HTTP/2 header block that takes longer closes its connection.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// How long a client connection may wait between requests (HTTP/1) or without a stream
+    /// (HTTP/2) before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The most client connections open at once; more are closed as they come.
+    pub max_connections: usize,
+    /// The most concurrent streams of one HTTP/2 connection.
+    pub h2_max_streams: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -162,6 +177,9 @@ impl Default for ServerSection {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_max_streams: DEFAULT_H2_MAX_STREAMS,
         }
     }
 }

@@ -24,6 +24,7 @@ use self::server::{config_listeners, listen_overlaps, Server};
 use self::source::{In, Source};
 use crate::access_log::LogSettings;
 use crate::admin::AdminSettings;
+use crate::connections::ConnectionLimits;
 use crate::forwarded::TrustedProxies;
 use crate::head::HeadLimits;
 use crate::identity::IdentitySettings;
@@ -50,6 +51,8 @@ pub struct Config {
     /// After SIGTERM: serving on, `/readyz` 503, before the grace period.
     pub drain_delay: Duration,
     pub head: HeadLimits,
+    /// Client connection limits, both protocols.
+    pub connections: ConnectionLimits,
     pub session: SessionSettings,
     pub store: StoreSettings,
     pub identity: IdentitySettings,
@@ -167,6 +170,7 @@ impl Config {
             grace_period: server.grace_period,
             drain_delay: server.drain_delay,
             head: server.head,
+            connections: server.connections,
             session,
             store,
             identity,

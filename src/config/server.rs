@@ -9,6 +9,7 @@ use super::file;
 use super::source::{parse_listen, readable_file, resolve_secret, In};
 use super::{ConfigError, TlsSettings};
 use crate::admin::AdminSettings;
+use crate::connections::ConnectionLimits;
 use crate::forwarded::TrustedProxies;
 use crate::head::HeadLimits;
 use crate::path::{Parameters, PathPolicy};
@@ -25,6 +26,7 @@ pub(super) struct Server {
     pub grace_period: Duration,
     pub drain_delay: Duration,
     pub head: HeadLimits,
+    pub connections: ConnectionLimits,
 }
 
 impl TryFrom<In<'_, file::ServerSection>> for Server {
@@ -110,6 +112,7 @@ impl TryFrom<In<'_, file::ServerSection>> for Server {
             grace_period: s.grace_period,
             drain_delay: s.drain_delay,
             head: HeadLimits::try_from(i)?,
+            connections: ConnectionLimits::try_from(i)?,
         })
     }
 }
@@ -142,6 +145,27 @@ impl TryFrom<In<'_, file::ServerSection>> for HeadLimits {
             max_bytes: s.max_header_bytes,
             max_headers: s.max_headers,
             timeout: s.header_timeout,
+        })
+    }
+}
+
+impl TryFrom<In<'_, file::ServerSection>> for ConnectionLimits {
+    type Error = ConfigError;
+
+    fn try_from(In { at: s, src, .. }: In<'_, file::ServerSection>) -> Result<Self, ConfigError> {
+        if s.idle_timeout < Duration::from_secs(1) {
+            return Err(src.err("server.idle_timeout", 0..0, "must be at least 1s"));
+        }
+        if s.max_connections == 0 {
+            return Err(src.err("server.max_connections", 0..0, "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&s.h2_max_streams) {
+            return Err(src.err("server.h2_max_streams", 0..0, "must be from 1 to 10000"));
+        }
+        Ok(ConnectionLimits {
+            max_connections: s.max_connections,
+            idle_timeout: s.idle_timeout,
+            h2_max_streams: s.h2_max_streams,
         })
     }
 }

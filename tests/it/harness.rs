@@ -749,6 +749,31 @@ impl TestPki {
     }
 }
 
+/// A TLS connection to `addr` trusting only `pki`'s CA, offering `alpn`.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    pki: &TestPki,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(cert).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
 /// One HTTPS request to the gate, trusting only `pki`'s CA.
 pub async fn raw_tls(
     addr: SocketAddr,
@@ -757,24 +782,7 @@ pub async fn raw_tls(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Response {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut pem = pki.ca_pem.as_bytes();
-    for cert in rustls_pemfile_certs(&mut pem) {
-        roots.add(cert).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_stream(addr, pki, &[]).await;
     send_on(tls, method, path, headers).await
 }
 

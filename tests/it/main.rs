@@ -9,6 +9,7 @@ mod attacks;
 mod cache;
 mod cluster;
 mod config;
+mod connections;
 mod cookies;
 mod edge;
 mod failover;
