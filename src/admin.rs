@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
-use crate::probes::{self, Draining};
+use crate::probes::{self, Draining, StoreCheck};
 use crate::sessions::{RevokeError, Sessions};
 use crate::store::StoreError;
 use crate::upstreams::Pool;
@@ -52,6 +52,8 @@ pub struct AdminApi {
     /// The running config's pools, for their servers' health in the metrics.
     pools: Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>,
     draining: Arc<Draining>,
+    /// The store's last readiness answer, shared by every probe.
+    store_check: StoreCheck,
     /// SHA-256 of the token, so that the comparison takes the same time whatever its length.
     token_hash: [u8; 32],
 }
@@ -69,6 +71,7 @@ impl AdminApi {
             metrics,
             pools,
             draining,
+            store_check: StoreCheck::default(),
             token_hash: Sha256::digest(token).into(),
         }
     }
@@ -160,7 +163,9 @@ impl ServeHttp for AdminApi {
         if req.method == Method::GET {
             let probe = match req.uri.path() {
                 "/healthz" => Some((200, json!({ "status": "ok" }))),
-                "/readyz" => Some(probes::readiness(&self.draining, &(self.sessions)()).await),
+                "/readyz" => Some(
+                    probes::readiness(&self.draining, &self.store_check, &(self.sessions)()).await,
+                ),
                 _ => None,
             };
             if let Some((status, body)) = probe {

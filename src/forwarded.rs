@@ -112,11 +112,15 @@ impl ClientView {
                 Err(_) => break,
             }
         }
+        // The scheme the trusted hop wrote: the last value, as for X-Forwarded-For. A proxy
+        // that appends leaves the client's own claim first.
         let proto_https = req
             .headers
-            .get("x-forwarded-proto")
+            .get_all("x-forwarded-proto")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
         let mut forwarded_for = chain.join(", ");
         if !forwarded_for.is_empty() {
@@ -212,6 +216,32 @@ mod tests {
             "198.51.100.7, 10.1.2.3, 10.9.9.9, 10.0.0.5"
         );
         assert_eq!(up.headers["x-real-ip"], "198.51.100.7");
+    }
+
+    #[test]
+    fn the_scheme_is_the_one_the_trusted_hop_wrote_last() {
+        let peer = Some("10.0.0.5".parse().unwrap());
+        for (headers, https) in [
+            (
+                &[
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-proto", "http"),
+                ][..],
+                false,
+            ),
+            (&[("x-forwarded-proto", "https, http")][..], false),
+            (
+                &[
+                    ("x-forwarded-proto", "http"),
+                    ("x-forwarded-proto", "https"),
+                ][..],
+                true,
+            ),
+            (&[("x-forwarded-proto", "http,https")][..], true),
+        ] {
+            let v = ClientView::read(&req(headers), peer, false, &trusted());
+            assert_eq!(v.https, https, "{headers:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! - `GET /healthz` (liveness) answers 200 while the process serves at all.
 //! - `GET /readyz` (readiness) answers 200 when the gate should get traffic: its config is
 //!   loaded (it is, once it serves), the session store answers a bounded ping, and it is not
-//!   draining. Otherwise 503, and 200 again by itself once the store is back.
+//!   draining. Otherwise 503, and 200 again by itself once the store is back. The ping's
+//!   answer is kept for [`STORE_CHECK_TTL`], and probes that arrive while one is under way
+//!   wait for it: however many probes come (they need no token), the store sees at most one
+//!   ping a second from them.
 //!
 //! Both are on the admin listener and need no token. A drain starts with SIGTERM: readiness
 //! turns 503 at once, and the gate goes on accepting and serving for `server.drain_delay`
@@ -13,7 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
@@ -36,15 +39,41 @@ impl Draining {
     }
 }
 
+/// How long `/readyz` believes the store's last answer.
+pub const STORE_CHECK_TTL: Duration = Duration::from_secs(1);
+
+/// The store's last answer to a readiness ping, and when it came.
+#[derive(Default)]
+pub struct StoreCheck(tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>);
+
+impl StoreCheck {
+    /// The store's answer, at most [`STORE_CHECK_TTL`] old; one ping at a time.
+    async fn answer(&self, sessions: &Sessions) -> Result<(), String> {
+        let mut last = self.0.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < STORE_CHECK_TTL {
+                return answer.clone();
+            }
+        }
+        let answer = sessions.ping().await.map_err(|e| e.to_string());
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+}
+
 /// What `/readyz` answers: the status and its JSON body.
-pub async fn readiness(draining: &Draining, sessions: &Sessions) -> (u16, Value) {
+pub async fn readiness(
+    draining: &Draining,
+    check: &StoreCheck,
+    sessions: &Sessions,
+) -> (u16, Value) {
     if draining.is_on() {
         return (
             503,
             json!({ "status": "draining", "store": "not checked", "draining": true }),
         );
     }
-    match sessions.ping().await {
+    match check.answer(sessions).await {
         Ok(()) => (
             200,
             json!({ "status": "ready", "store": "ok", "draining": false }),

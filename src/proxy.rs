@@ -314,6 +314,11 @@ impl ProxyHttp for Gate {
         let rt = ctx.rt.clone();
         let route = rt.routes.get(ctx.route.expect("routed in request_filter"));
         rt.identity.strip_request(upstream, route.method_override);
+        // HTTP/2 may split the cookie into several fields; an HTTP/1.1 upstream gets them as
+        // one line, joined with `; ` (RFC 9113 section 8.2.3).
+        if session.req_header().version == http::Version::HTTP_2 {
+            join_cookie_fields(upstream)?;
+        }
         // A session token is the gate's business, not the upstream's.
         if let Some(h) = rt.sessions.carries_token(session.req_header()) {
             upstream.remove_header(h);
@@ -730,6 +735,22 @@ fn client_info(session: &Session, view: Option<&ClientView>) -> ClientInfo {
             .map(str::to_owned),
         ip: view.and_then(|v| v.ip).map(|ip| ip.to_string()),
     }
+}
+
+/// Joins every `cookie` field of `req` into one, with `; `.
+fn join_cookie_fields(req: &mut RequestHeader) -> Result<()> {
+    let mut fields = req.headers.get_all(header::COOKIE).iter();
+    if fields.nth(1).is_none() {
+        return Ok(());
+    }
+    let joined: Vec<&[u8]> = req
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let joined = joined.join(&b"; "[..]);
+    req.insert_header(header::COOKIE, joined)
 }
 
 /// Records why a phase after `request_filter` failed, for `fail_to_proxy` to answer.

@@ -217,6 +217,42 @@ async fn a_trusted_proxy_is_appended_to_and_believed() {
     assert_eq!(list.json()["sessions"][0]["ip"], "198.51.100.7");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheme_is_the_one_the_trusted_proxy_wrote_not_the_clients() {
+    let app = Upstream::start("app").await;
+    let gate = standard(
+        GateBuilder::new().server(r#"trusted_proxies = ["127.0.0.0/8"]"#),
+        &[&app],
+    )
+    .start();
+    // The client said https; the proxy in front, which appends, wrote http after it.
+    for headers in [
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+        ][..],
+        &[("x-forwarded-proto", "https, http")][..],
+    ] {
+        let r = raw(
+            gate.addr,
+            "POST",
+            "/login?issue=%7B%22user%22%3A%22a%22%7D",
+            headers,
+        )
+        .await;
+        assert!(
+            !r.set_cookie("connect.sid").unwrap().contains("Secure"),
+            "{headers:?}"
+        );
+        let r = raw(gate.addr, "GET", "/public/x", headers).await;
+        assert_eq!(
+            r.upstream_header("x-forwarded-proto").as_deref(),
+            Some("http"),
+            "{headers:?}"
+        );
+    }
+}
+
 #[test]
 fn the_removed_trust_forwarded_proto_says_what_replaces_it() {
     let toml = GateBuilder::new()

@@ -402,6 +402,43 @@ async fn readiness_follows_the_store_and_liveness_needs_no_token() {
     until_probe(admin, "/readyz", 200).await;
 }
 
+/// Calls of `cmd` the Redis server has answered.
+fn redis_calls(redis: &Redis, cmd: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_readiness_probes_costs_the_store_one_ping_a_second() {
+    let redis = Redis::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(GateBuilder::new().redis(&redis).admin(TOKEN), &[&app]).start();
+    let admin = gate.admin.unwrap();
+    assert_eq!(raw(admin, "GET", "/readyz", &[]).await.status, 200);
+    let before = redis_calls(&redis, "ping");
+    let began = std::time::Instant::now();
+    let probes = (0..100).map(|_| raw(admin, "GET", "/readyz", &[]));
+    for r in futures_util::future::join_all(probes).await {
+        assert_eq!(r.status, 200);
+    }
+    for _ in 0..100 {
+        assert_eq!(raw(admin, "GET", "/readyz", &[]).await.status, 200);
+    }
+    let pings = redis_calls(&redis, "ping") - before;
+    // One a second at most (one more for a second that began before the flood).
+    let seconds = began.elapsed().as_secs() + 2;
+    assert!(
+        pings <= seconds,
+        "{pings} pings for 200 probes in under {seconds} s"
+    );
+}
+
 /// The gate binary on a config file, stdout and stderr in files; killed on drop.
 struct GateProcess {
     child: Child,

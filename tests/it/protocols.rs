@@ -93,6 +93,22 @@ async fn http2_through_the_tls_listener() {
     assert_eq!(seen["headers"]["x-user"][0], "alice");
     assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
     assert_eq!(seen["path"], "/account/x");
+
+    // HTTP/2 clients split cookies into fields; the HTTP/1.1 upstream gets one line.
+    let mut req = send("GET", "/account/x", Some(&pair));
+    req.headers_mut()
+        .append("cookie", "theme=dark".parse().unwrap());
+    req.headers_mut()
+        .append("cookie", "lang=fr".parse().unwrap());
+    let r = h2.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200, "the session is read from the split fields");
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        seen["headers"]["cookie"],
+        serde_json::json!([format!("{pair}; theme=dark; lang=fr")]),
+        "one Cookie line, joined with `; `"
+    );
 }
 
 /// A WebSocket upstream that answers every text message with `<X-User it saw>: <message>`,
