@@ -29,6 +29,15 @@ impl Config {
             h.max_headers,
             humantime::format_duration(h.timeout)
         );
+        let c = &self.connections;
+        let _ = writeln!(
+            o,
+            "  connections: at most {} open (more are closed), idle for at most {}; HTTP/2: {} streams each, header blocks within {}",
+            c.max_connections,
+            humantime::format_duration(c.idle_timeout),
+            c.h2_max_streams,
+            humantime::format_duration(h.timeout)
+        );
         if self.trusted_proxies.is_empty() {
             let _ = writeln!(o, "trusted proxies: none (every peer is the client)");
         } else {

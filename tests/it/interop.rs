@@ -157,11 +157,17 @@ fn record(redis: &Redis, key: &str) -> Value {
 }
 
 /// The stored `cookie` object without `expires`, which moves with every save.
+/// A record's cookie settings, without `expires`, and with `originalMaxAge` in whole
+/// milliseconds rounded up to the second, as both sides read it: express-session computes it
+/// as `expires - Date.now()`, so a ten-minute cookie is stored as 599999 whenever the clock
+/// ticks between its two reads.
 fn cookie_settings(record: &Value) -> Value {
     let mut c = record["cookie"].clone();
-    c.as_object_mut()
-        .expect("a cookie object")
-        .remove("expires");
+    let c_obj = c.as_object_mut().expect("a cookie object");
+    c_obj.remove("expires");
+    if let Some(ms) = c_obj.get("originalMaxAge").and_then(Value::as_u64) {
+        c_obj.insert("originalMaxAge".into(), json!(ms.div_ceil(1000) * 1000));
+    }
     c
 }
 
