@@ -62,6 +62,7 @@
 //! that every command a request costs reads in order.
 
 mod admit;
+mod cap;
 pub(super) mod conn;
 mod index;
 mod maintain;
@@ -85,7 +86,10 @@ pub use self::settings::{redact_url, RedisSettings, SentinelSettings};
 use self::touch::Toucher;
 use super::cache::SessionCache;
 use super::tracking::{Source, Tracking};
-use super::{parse_record, CacheSettings, Loaded, Rewrite, SessionStore, StoreError};
+use super::{
+    parse_record, CacheSettings, Loaded, Rewrite, Saved, SessionStore, StoreError, UserCap,
+    WhenFull,
+};
 use crate::metrics::Metrics;
 use crate::record::{epoch_ms, ExpiryPolicy, META_FIELD};
 
@@ -426,7 +430,11 @@ impl SessionStore for RedisStore {
         json: &str,
         ttl: Duration,
         user: Option<&str>,
-    ) -> Result<(), StoreError> {
+        cap: Option<UserCap>,
+    ) -> Result<Saved, StoreError> {
+        if let (Some(cap), Some(user)) = (cap, user) {
+            return self.save_capped(sid, json, ttl, user, cap).await;
+        }
         if self.is_cluster() {
             // Two slots: the index first, then the session. A revocation in between finds
             // the session created before it, and the load refuses it.
@@ -444,7 +452,8 @@ impl SessionStore for RedisStore {
                         .arg(secs(ttl))
                         .to_owned(),
                 )
-                .await;
+                .await
+                .map(|()| Saved::stored());
         }
         let mut inv = self.scripts.save.key(self.key(sid));
         if let Some(u) = user {
@@ -458,7 +467,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.connection().await?;
         self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
             .await
-            .map(drop)
+            .map(|_| Saved::stored())
     }
 
     async fn destroy(&self, sid: &str, user: Option<&str>) -> Result<(), StoreError> {
