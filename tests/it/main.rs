@@ -29,3 +29,4 @@ mod tls;
 mod tokens;
 mod updates;
 mod upgrades;
+mod user_cap;
