@@ -145,6 +145,7 @@ async fn the_oldest_of_four_sessions_ends_on_a_cluster() {
     );
     the_oldest_of_four_ends(&gate).await;
     logins_race_at_the_cap(&gate, "carol").await;
+    a_regenerate_keeps_its_place(&gate, "erin").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -376,4 +377,34 @@ fn the_cap_is_checked_with_the_config() {
     )
     .unwrap();
     assert!(ok.describe().contains("at most 2 sessions per user"));
+}
+
+/// A regenerate of `user`'s oldest at the cap: it keeps its place, nothing counts twice.
+async fn a_regenerate_keeps_its_place(gate: &Gate, user: &str) {
+    let mut sessions = logins(gate, user, 3).await;
+    let mut first = gate.client_with_cookie(&sessions[0]);
+    assert_eq!(first.post("/login?regenerate=1").await.status, 200);
+    assert_ne!(first.cookie.as_ref(), Some(&sessions[0]), "a new id");
+    sessions[0] = first.cookie.clone().unwrap();
+    assert_eq!(
+        served(gate, &sessions).await,
+        [true; 3],
+        "nothing counted twice"
+    );
+    logins(gate, user, 1).await;
+    assert_eq!(
+        served(gate, &sessions).await,
+        [false, true, true],
+        "still the oldest: it began first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_regenerated_session_is_no_new_login_and_keeps_its_place() {
+    let redis = Redis::start();
+    let app = Upstream::start("app").await;
+    for store in [None, Some(&redis)] {
+        let gate = capped(GateBuilder::new().store(store), &app, &["max_per_user = 3"]);
+        a_regenerate_keeps_its_place(&gate, "alice").await;
+    }
 }

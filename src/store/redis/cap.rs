@@ -24,9 +24,9 @@
 //! still serve a request already on its way (and a load then puts it back in the index, as a
 //! dead entry once step 4 has run). A login that fails between the steps (the store stops
 //! answering) answers 503; a session it was ending may outlive it until the user's next
-//! login counts it again. A regenerate on a cluster moves the session in the index after it
-//! copied the record: a login of the same user in between may let it through one over the
-//! cap, until the next login.
+//! login counts it again. A regenerate keeps the same order (the new id's key, then the
+//! index, then the old key goes), and does not bring back a session the cap took out of the
+//! index meanwhile.
 
 use super::*;
 

@@ -40,10 +40,11 @@
 //! slot; what spans a session and its user's index is one step per slot, in an order that
 //! keeps revocation safe: a load reads the session, then checks and keeps it in the index
 //! ([`RedisStore::admit`]), then stamps a never-seen session with the time from before the
-//! check; a login writes the index first, then the session; a logout deletes the session
-//! first; updates swap on the session only if it is what was read; a regenerate copies the
-//! record with its TTL, deletes the old id, then moves the index entry; sweeps and counts
-//! SCAN every master.
+//! check; a login writes the index first, then the session (under `session.max_per_user`
+//! the session first, then the index: see [`cap`]); a logout deletes the session first;
+//! updates swap on the session only if it is what was read; a regenerate copies the record
+//! with its TTL, moves the index entry (unless the session has left the index meanwhile),
+//! then deletes the old id; sweeps and counts SCAN every master.
 //!
 //! **With Redis Sentinel** (`[redis] sentinel`) the connection goes to the master the
 //! sentinels name ([`conn::SentinelConn`]): asked again every 500 ms, dropped when they name
@@ -54,7 +55,8 @@
 //!
 //! The parts: [`settings`] (the clients), [`conn`] (one server, a cluster, or the sentinels'
 //! master), [`scripts`] (the Lua and its decoded answer), [`touch`] (the cache's batched
-//! touches), [`index`] (the per-user view); the local cache itself and its invalidation
+//! touches), [`index`] (the per-user view), [`cap`] (logins under `session.max_per_user`);
+//! the local cache itself and its invalidation
 //! stream are [`super::cache`] and [`super::tracking`].
 //!
 //! This file stays longer than the others: it is the store itself (its struct, its

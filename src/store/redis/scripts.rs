@@ -38,7 +38,7 @@ pub const ADMIT: &str = include_str!("scripts/admit.lua");
 pub const STAMP: &str = include_str!("scripts/stamp.lua");
 /// Replace a record only if it is still what was read (updates on a cluster).
 pub const SWAP: &str = include_str!("scripts/swap.lua");
-/// Move a session in its user's index (renames on a cluster).
+/// Move a session in its user's index, unless it has left it (renames on a cluster).
 pub const MOVE_IN_INDEX: &str = include_str!("scripts/move_in_index.lua");
 
 /// The scripts, hashed once.
