@@ -444,6 +444,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_cap_counts_live_sessions_only_and_ends_the_oldest() {
+        let store = MemoryStore::new();
+        let refuse = Some(UserCap {
+            max: 2,
+            when_full: WhenFull::Refuse,
+        });
+        let end_oldest = Some(UserCap {
+            max: 2,
+            when_full: WhenFull::EndOldest,
+        });
+        let rec = r#"{"user":"u","sessiongate":{"created":1}}"#;
+        let save = |sid: &'static str, secs: u64, cap| {
+            store.save(sid, rec, Duration::from_secs(secs), Some("u"), cap)
+        };
+        assert_eq!(save("a", 10, refuse).await.unwrap(), Saved::stored());
+        assert_eq!(save("b", 60, refuse).await.unwrap(), Saved::stored());
+        assert_eq!(save("c", 60, refuse).await.unwrap(), Saved::Refused);
+        assert!(store.load("c", None).await.unwrap().is_none());
+        // "a" expires: it no longer counts, though no sweep has run.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(save("c", 60, refuse).await.unwrap(), Saved::stored());
+        // Same beginning (ms) for all: the order of writing decides which is oldest.
+        assert_eq!(
+            save("d", 60, end_oldest).await.unwrap(),
+            Saved::Stored {
+                ended: vec!["b".into()]
+            }
+        );
+        assert!(store.load("b", None).await.unwrap().is_none());
+        assert_eq!(store.user_sessions("u").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_background_sweep_drops_expired_records_soonest_first() {
         let store = Arc::new(MemoryStore::new());
         for (sid, secs) in [("a", 10), ("b", 20), ("c", 30)] {
