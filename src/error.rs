@@ -12,6 +12,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::directives::DirectiveError;
 use crate::path::PathError;
 use crate::routes::HostError;
+use crate::sessions::ApplyError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum RequestError {
     CrossSiteLogout,
     #[error("no valid session")]
     Unauthenticated,
+    #[error("login refused: the user already holds session.max_per_user sessions")]
+    TooManySessions,
     #[error("session store unavailable: {0}")]
     Store(#[from] StoreError),
     #[error("malformed session directive from the upstream: {0}")]
@@ -56,7 +59,25 @@ pub enum RequestError {
     Internal(String),
 }
 
+impl From<ApplyError> for RequestError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Store(e) => Self::Store(e),
+            ApplyError::TooManySessions => Self::TooManySessions,
+        }
+    }
+}
+
 impl RequestError {
+    /// The reason `sessiongate_refusals_total` counts this refusal under, for the refusals
+    /// that are a limit doing its job rather than a bad request or a failure.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Self::TooManySessions => Some("too_many_sessions"),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             Self::Path(_)
@@ -66,7 +87,7 @@ impl RequestError {
             | Self::MixedCredentials
             | Self::Client(_) => 400,
             Self::Unauthenticated => 401,
-            Self::CrossSiteLogout => 403,
+            Self::CrossSiteLogout | Self::TooManySessions => 403,
             Self::NoRoute => 404,
             Self::LogoutMethod => 405,
             Self::HeadTimeout => 408,
@@ -94,6 +115,7 @@ impl RequestError {
             Self::NoRoute => "no_route",
             Self::LogoutMethod => "method_not_allowed",
             Self::CrossSiteLogout => "cross_site",
+            Self::TooManySessions => "too_many_sessions",
             Self::Internal(_) => "internal_error",
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => "bad_gateway",
             Self::Store(_) => "store_unavailable",
@@ -118,6 +140,9 @@ impl RequestError {
             Self::NoRoute => "no route serves this path",
             Self::LogoutMethod => "log out with POST",
             Self::CrossSiteLogout => "logout must come from this site",
+            Self::TooManySessions => {
+                "this account has too many sessions; log out of another one first"
+            }
             Self::Internal(_) => "the request could not be served",
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => {
                 "the upstream is unavailable"

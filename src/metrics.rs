@@ -4,7 +4,8 @@
 //! Every label has a bounded set of values: `route` is a route's configured path (never the
 //! request's), `status` an HTTP status, `auth` one of the outcomes of
 //! [`crate::access_log::Auth`], `upstream` and `server` the configured pools and their
-//! resolved addresses, `op` a store operation (`load`, `write`).
+//! resolved addresses, `op` a store operation (`load`, `write`), `reason` a limit's refusal
+//! (`too_many_sessions`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,11 @@ pub struct Metrics {
     pub sessions_issued: IntCounter,
     pub sessions_destroyed: IntCounter,
     pub sessions_revoked: IntCounter,
+    /// Sessions a login past `session.max_per_user` ended (the user's oldest).
+    pub sessions_ended_by_cap: IntCounter,
+    /// `sessiongate_refusals_total{reason}`: requests refused by a limit, by reason
+    /// (`too_many_sessions`, …).
+    pub refusals: IntCounterVec,
     /// `sessiongate_upstream_server_up{upstream,server}`, read from the pools at each scrape.
     upstream_up: IntGaugeVec,
     /// Access-log lines dropped because stdout did not keep up.
@@ -117,6 +123,21 @@ impl Default for Metrics {
             sessions_revoked: counter(
                 "sessiongate_sessions_revoked_total",
                 "Sessions revoked through the admin API.",
+            ),
+            sessions_ended_by_cap: counter(
+                "sessiongate_sessions_ended_by_cap_total",
+                "Sessions ended because their user logged in past session.max_per_user (the oldest first).",
+            ),
+            refusals: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sessiongate_refusals_total",
+                        "Requests refused by a limit, by reason.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid"),
             ),
             upstream_up: reg(
                 &registry,

@@ -406,11 +406,17 @@ impl ProxyHttp for Gate {
         let began = Instant::now();
         let granted = rt.sessions.apply(action, current, &to).await;
         self.observe_store("write", began);
-        match granted {
-            Ok(Grant::Keep(active)) => ctx.active = active,
-            Ok(Grant::Cookie(c) | Grant::Expire(c)) => ctx.set_cookies.push(c),
-            Ok(Grant::Token(t)) => ctx.token = Some(t),
+        let granted = match granted {
+            Ok(applied) => applied,
             Err(e) => return Err(fail(ctx, e.into())),
+        };
+        self.metrics
+            .sessions_ended_by_cap
+            .inc_by(granted.ended_by_cap as u64);
+        match granted.grant {
+            Grant::Keep(active) => ctx.active = active,
+            Grant::Cookie(c) | Grant::Expire(c) => ctx.set_cookies.push(c),
+            Grant::Token(t) => ctx.token = Some(t),
         }
         if let Some(counter) = counter {
             counter.inc();
@@ -695,6 +701,9 @@ impl Gate {
         if let RequestError::Store(store) = &e {
             self.outage.failed(store);
             Metrics::inc(&self.metrics.store_errors);
+        }
+        if let Some(reason) = e.refusal() {
+            self.metrics.refusals.with_label_values(&[reason]).inc();
         }
         let reply = Reply::error(&e);
         match e {

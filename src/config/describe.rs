@@ -158,6 +158,17 @@ impl Config {
         if let Some(a) = &s.absolute_timeout {
             let _ = writeln!(o, "  absolute timeout {}", humantime::format_duration(*a));
         }
+        if let Some(cap) = &s.max_per_user {
+            let _ = writeln!(
+                o,
+                "  at most {} sessions per user; a login past that {}",
+                cap.max,
+                match cap.when_full {
+                    crate::store::WhenFull::EndOldest => "ends the user's oldest session",
+                    crate::store::WhenFull::Refuse => "is refused (403 too_many_sessions)",
+                }
+            );
+        }
         if let Some(p) = &s.logout_path {
             let _ = writeln!(o, "  logout: POST {p}");
         }

@@ -238,6 +238,11 @@ pub struct SessionSection {
     /// Key prefix of the per-user session indexes in the store.
     #[serde(default = "default_index_prefix")]
     pub index_prefix: String,
+    /// At most this many live sessions per user (Spring Security's `maximumSessions`); none
+    /// by default.
+    pub max_per_user: Option<Spanned<i64>>,
+    /// What a login past `max_per_user` does: end the user's oldest session, or refuse.
+    pub max_per_user_action: Option<Spanned<MaxPerUserAction>>,
     /// Record the client's user agent and IP address in the session at login, for the admin
     /// API's session list.
     #[serde(default = "yes")]
@@ -263,6 +268,14 @@ pub struct TokenSection {
     pub header: Spanned<String>,
     #[serde(default = "default_token_scheme")]
     pub scheme: String,
+}
+
+/// `max_per_user_action = "end_oldest" | "refuse"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxPerUserAction {
+    EndOldest,
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

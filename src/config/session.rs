@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::file::{self, SameSiteSetting, SecureNamed, SecureSetting};
+use super::file::{self, MaxPerUserAction, SameSiteSetting, SecureNamed, SecureSetting};
 use super::normalize_path;
 use super::source::{redirect_target, resolve_secret, In};
 use super::ConfigError;
 use crate::cookie::{CookiePolicy, SameSite, Secure};
 use crate::sessions::{SessionSettings, TokenSettings};
+use crate::store::{UserCap, WhenFull};
 
 impl TryFrom<In<'_, file::SessionSection>> for SessionSettings {
     type Error = ConfigError;
@@ -72,6 +73,31 @@ impl TryFrom<In<'_, file::SessionSection>> for SessionSettings {
             "must differ from session.prefix without either being a prefix of the other, so indexes never look like sessions",
         ));
         }
+        let max_per_user = match (&s.max_per_user, &s.max_per_user_action) {
+            (None, None) => None,
+            (None, Some(a)) => {
+                return Err(src.err(
+                    "session.max_per_user_action",
+                    a.span(),
+                    "applies with session.max_per_user, which is not set",
+                ))
+            }
+            (Some(m), action) => {
+                let max = usize::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        src.err("session.max_per_user", m.span(), "must be at least 1")
+                    })?;
+                Some(UserCap {
+                    max,
+                    when_full: match action.as_ref().map(|a| *a.get_ref()) {
+                        None | Some(MaxPerUserAction::EndOldest) => WhenFull::EndOldest,
+                        Some(MaxPerUserAction::Refuse) => WhenFull::Refuse,
+                    },
+                })
+            }
+        };
         let token = match &s.token {
             None => None,
             Some(t) => {
@@ -193,6 +219,7 @@ impl TryFrom<In<'_, file::SessionSection>> for SessionSettings {
             logout_path,
             logout_redirect,
             return_param: s.return_param.clone(),
+            max_per_user,
             cookie: CookiePolicy {
                 path: c.path.clone(),
                 domain: c.domain.clone(),

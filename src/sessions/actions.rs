@@ -34,6 +34,33 @@ pub struct Delivery {
     pub client: ClientInfo,
 }
 
+/// An action carried out: what the client gets, and what it did to other sessions.
+#[derive(Debug)]
+pub struct Applied {
+    pub grant: Grant,
+    /// Sessions of the user that a login past `session.max_per_user` ended.
+    pub ended_by_cap: usize,
+}
+
+impl From<Grant> for Applied {
+    fn from(grant: Grant) -> Self {
+        Applied {
+            grant,
+            ended_by_cap: 0,
+        }
+    }
+}
+
+/// Why an action could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A login of a user who holds `session.max_per_user` sessions, under `"refuse"`.
+    #[error("the user already holds session.max_per_user sessions")]
+    TooManySessions,
+}
+
 /// What the client gets after an upstream's action.
 #[derive(Debug)]
 pub enum Grant {
@@ -82,7 +109,7 @@ impl Sessions {
         action: Action,
         current: Option<Current>,
         to: &Delivery,
-    ) -> Result<Grant, StoreError> {
+    ) -> Result<Applied, ApplyError> {
         match action {
             Action::Destroy(scope) => {
                 let mut ended = None;
@@ -95,9 +122,7 @@ impl Sessions {
                     }
                     self.destroy(&sid, ended.as_deref()).await?;
                 }
-                Ok(Grant::Expire(
-                    self.expire_cookie(ended.as_deref(), to.secure),
-                ))
+                Ok(Grant::Expire(self.expire_cookie(ended.as_deref(), to.secure)).into())
             }
             Action::Issue { fields, max_age } => {
                 if let Some(current) = current {
@@ -105,20 +130,25 @@ impl Sessions {
                         Current::Loaded(a) => Some(a.record.clone()),
                         Current::Verified(_) => None,
                     };
+                    // Before the new one is counted: a login that replaces the user's own
+                    // session does not count it twice.
                     self.destroy(current.sid(), record.as_deref()).await?;
                 }
-                let (sid, record) = self.issue(fields, max_age, &to.client, to.secure).await?;
-                Ok(self.hand_out(&sid, &record, to))
+                let issued = self.issue(fields, max_age, &to.client, to.secure).await?;
+                Ok(Applied {
+                    grant: self.hand_out(&issued.sid, &issued.record, to),
+                    ended_by_cap: issued.ended.len(),
+                })
             }
             Action::Modify { regenerate, patch } => {
                 let Some(current) = current else {
                     tracing::warn!(
                         "upstream sent a session update for a request without a session; ignored"
                     );
-                    return Ok(Grant::Keep(None));
+                    return Ok(Grant::Keep(None).into());
                 };
                 let Some(mut active) = self.resolve(current).await? else {
-                    return Ok(Grant::Keep(None));
+                    return Ok(Grant::Keep(None).into());
                 };
                 let mut replaced = false;
                 if regenerate {
@@ -127,7 +157,7 @@ impl Sessions {
                             active.sid = new;
                             replaced = true;
                         }
-                        None => return Ok(Grant::Keep(None)),
+                        None => return Ok(Grant::Keep(None).into()),
                     }
                 }
                 if let Some(patch) = patch {
@@ -135,11 +165,14 @@ impl Sessions {
                         active.record = updated;
                     }
                 }
+                // A regenerate moves the session to a new id with its beginning: not a new
+                // login, so the cap does not count it again.
                 Ok(if replaced {
                     self.hand_out(&active.sid, &active.record, to)
                 } else {
                     Grant::Keep(Some(active))
-                })
+                }
+                .into())
             }
         }
     }
@@ -196,7 +229,8 @@ mod tests {
             fields: fields(json!({ "user": user })),
             max_age: None,
         };
-        let Grant::Cookie(set_cookie) = s.apply(action, None, &to(false)).await.unwrap() else {
+        let Grant::Cookie(set_cookie) = s.apply(action, None, &to(false)).await.unwrap().grant
+        else {
             panic!("a cookie client gets a cookie");
         };
         let pair = set_cookie.split(';').next().unwrap();
@@ -220,7 +254,7 @@ mod tests {
             fields: fields(json!({"user": "alice"})),
             max_age: None,
         };
-        let grant = s.apply(action, current, &to(false)).await.unwrap();
+        let grant = s.apply(action, current, &to(false)).await.unwrap().grant;
         assert!(matches!(grant, Grant::Cookie(c) if c.starts_with("connect.sid=s%3A")));
         assert!(
             s.load(&req).await.unwrap().is_none(),
@@ -235,7 +269,7 @@ mod tests {
             fields: fields(json!({"user": "bob"})),
             max_age: None,
         };
-        let Grant::Token(token) = s.apply(action, None, &to(true)).await.unwrap() else {
+        let Grant::Token(token) = s.apply(action, None, &to(true)).await.unwrap().grant else {
             panic!("a token");
         };
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
@@ -253,7 +287,8 @@ mod tests {
         let grant = s
             .apply(Action::Destroy(Scope::This), current, &to(false))
             .await
-            .unwrap();
+            .unwrap()
+            .grant;
         assert!(matches!(grant, Grant::Expire(c) if c.contains("Expires=Thu, 01 Jan 1970")));
         assert!(s.load(&req).await.unwrap().is_none());
         assert!(s.load(&other).await.unwrap().is_some(), "only this one");
@@ -285,7 +320,8 @@ mod tests {
             regenerate: false,
             patch: Some(fields(json!({"theme": "dark"}))),
         };
-        let Grant::Keep(Some(active)) = s.apply(action, current, &to(false)).await.unwrap() else {
+        let Grant::Keep(Some(active)) = s.apply(action, current, &to(false)).await.unwrap().grant
+        else {
             panic!("the session goes on");
         };
         assert_eq!(active.sid, sid);
@@ -304,7 +340,7 @@ mod tests {
             regenerate: true,
             patch: Some(fields(json!({"step": 2}))),
         };
-        let Grant::Cookie(c) = s.apply(action, current, &to(false)).await.unwrap() else {
+        let Grant::Cookie(c) = s.apply(action, current, &to(false)).await.unwrap().grant else {
             panic!("a new cookie for the new id");
         };
         assert!(
@@ -328,7 +364,7 @@ mod tests {
             patch: Some(fields(json!({"x": 1}))),
         };
         assert!(matches!(
-            s.apply(action, None, &to(false)).await.unwrap(),
+            s.apply(action, None, &to(false)).await.unwrap().grant,
             Grant::Keep(None)
         ));
         assert_eq!(s.store().count().await.unwrap(), 0);

@@ -11,7 +11,7 @@
 mod actions;
 mod users;
 
-pub use self::actions::{Delivery, Grant};
+pub use self::actions::{ApplyError, Delivery, Grant};
 pub use self::users::{Listed, RevokeError};
 
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use crate::cookie::{self, CookiePolicy};
 use crate::record::{epoch_ms, id_prefix, new_session_id, ClientInfo, ExpiryPolicy, SessionRecord};
 use crate::signing::Signer;
-use crate::store::{Store, StoreError};
+use crate::store::{Saved, Store, StoreError, UserCap};
 use http::HeaderName;
 
 /// The `[session]` settings the service runs on.
@@ -48,6 +48,8 @@ pub struct SessionSettings {
     pub logout_redirect: Option<String>,
     pub return_param: String,
     pub cookie: CookiePolicy,
+    /// `session.max_per_user` and its action: at most this many live sessions per user.
+    pub max_per_user: Option<UserCap>,
 }
 
 impl std::fmt::Debug for SessionSettings {
@@ -93,6 +95,15 @@ pub enum TokenHeader<'r> {
     Session(&'r str),
     /// A session token beside other credentials: refused with 400.
     Mixed,
+}
+
+/// A session made at login.
+#[derive(Debug)]
+pub struct Issued {
+    pub sid: String,
+    pub record: SessionRecord,
+    /// The user's sessions `max_per_user` ended to make room, oldest first.
+    pub ended: Vec<String>,
 }
 
 /// A verified session id from a request.
@@ -357,14 +368,15 @@ impl Sessions {
 
     /// Creates a session holding `fields` (no fixation: the caller has dropped the old one).
     /// `max_age` asks for a persistent cookie of that life (remember me), capped by
-    /// `remember_max`.
+    /// `remember_max`. Under `max_per_user`, the user's oldest sessions end to make room, or
+    /// the login is refused ([`ApplyError::TooManySessions`]).
     pub async fn issue(
         &self,
         fields: Map<String, Value>,
         max_age: Option<Duration>,
         client: &ClientInfo,
         secure: bool,
-    ) -> Result<(String, SessionRecord), StoreError> {
+    ) -> Result<Issued, ApplyError> {
         let sid = new_session_id();
         let now = SystemTime::now();
         let max_age = max_age
@@ -381,16 +393,28 @@ impl Sessions {
         let ttl = record
             .touch_ttl(&self.policy, now)
             .unwrap_or(self.policy.idle_timeout);
-        self.store
+        let saved = self
+            .store
             .save(
                 &sid,
                 &record.to_json(),
                 ttl,
                 self.user_of(&record).as_deref(),
+                self.settings.max_per_user,
             )
             .await?;
+        let Saved::Stored { ended } = saved else {
+            tracing::info!("login refused: the user holds session.max_per_user sessions");
+            return Err(ApplyError::TooManySessions);
+        };
+        for old in &ended {
+            tracing::info!(
+                sid = id_prefix(old),
+                "session ended: its user logged in past session.max_per_user"
+            );
+        }
         tracing::debug!(sid = id_prefix(&sid), "session issued");
-        Ok((sid, record))
+        Ok(Issued { sid, record, ended })
     }
 
     pub async fn destroy(

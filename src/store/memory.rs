@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    parse_record, Loaded, Revocation, Rewrite, SessionStore, StoreError, StoredSession, UserIndex,
+    parse_record, Loaded, Revocation, Rewrite, Saved, SessionStore, StoreError, StoredSession,
+    UserCap, UserIndex, WhenFull,
 };
 use crate::record::{epoch_ms, ExpiryPolicy, SessionRecord};
 
@@ -32,6 +33,9 @@ struct Entry {
     record: Option<Arc<SessionRecord>>,
     expires: Instant,
     user: Option<String>,
+    /// Order of writing, which breaks ties between sessions that began in the same
+    /// millisecond when the cap picks the oldest.
+    seq: u64,
 }
 
 #[derive(Default)]
@@ -41,6 +45,8 @@ struct Inner {
     expiries: BTreeSet<(Instant, String)>,
     /// user -> session ids: the index behind "log out everywhere".
     users: HashMap<String, HashSet<String>>,
+    /// The next [`Entry::seq`].
+    next_seq: u64,
 }
 
 impl Inner {
@@ -85,6 +91,45 @@ impl Inner {
             self.remove(sid);
         }
         self.map.get_mut(sid)
+    }
+
+    /// Makes room for one more session of `user` (other than `sid`) under `cap`: ends their
+    /// oldest live sessions (by when each began) so that the new one makes `cap.max`, and
+    /// returns their ids; `None` when the cap refuses instead. Expired entries are dropped
+    /// on the way and never count.
+    fn make_room(
+        &mut self,
+        user: &str,
+        sid: &str,
+        cap: UserCap,
+        now: Instant,
+    ) -> Option<Vec<String>> {
+        let ids: Vec<String> = self
+            .users
+            .get(user)
+            .map(|s| s.iter().filter(|id| *id != sid).cloned().collect())
+            .unwrap_or_default();
+        let mut live: Vec<((u64, u64), String)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let e = self.live(&id, now)?;
+                let born = e.record.as_ref().and_then(|r| r.born_ms()).unwrap_or(0);
+                Some(((born, e.seq), id))
+            })
+            .collect();
+        if live.len() < cap.max {
+            return Some(Vec::new());
+        }
+        if cap.when_full == WhenFull::Refuse {
+            return None;
+        }
+        live.sort();
+        let over = live.len() + 1 - cap.max;
+        let ended: Vec<String> = live.into_iter().take(over).map(|(_, id)| id).collect();
+        for id in &ended {
+            self.remove(id);
+        }
+        Some(ended)
     }
 
     /// Drops every entry whose deadline has passed, soonest first.
@@ -164,8 +209,18 @@ impl SessionStore for MemoryStore {
         json: &str,
         ttl: Duration,
         user: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.with(|inner, now| {
+        cap: Option<UserCap>,
+    ) -> Result<Saved, StoreError> {
+        Ok(self.with(|inner, now| {
+            // The count, the eviction and the write under one lock: logins racing at the cap
+            // take turns, and none sees a count another is about to change.
+            let ended = match (cap, user) {
+                (Some(cap), Some(user)) => match inner.make_room(user, sid, cap, now) {
+                    Some(ended) => ended,
+                    None => return Saved::Refused,
+                },
+                _ => Vec::new(),
+            };
             inner.insert(
                 sid,
                 Entry {
@@ -173,10 +228,12 @@ impl SessionStore for MemoryStore {
                     record: SessionRecord::parse(json).ok().map(Arc::new),
                     expires: now + ttl,
                     user: user.map(str::to_owned),
+                    seq: inner.next_seq,
                 },
-            )
-        });
-        Ok(())
+            );
+            inner.next_seq += 1;
+            Saved::Stored { ended }
+        }))
     }
 
     async fn destroy(&self, sid: &str, _user: Option<&str>) -> Result<(), StoreError> {
@@ -316,7 +373,7 @@ mod tests {
     async fn records_expire_and_touch_extends_them() {
         let store = MemoryStore::new();
         store
-            .save("a", "{}", Duration::from_secs(80), None)
+            .save("a", "{}", Duration::from_secs(80), None, None)
             .await
             .unwrap();
         assert!(store.load("a", None).await.unwrap().is_some());
@@ -335,7 +392,7 @@ mod tests {
     async fn touches_are_throttled() {
         let store = MemoryStore::new();
         store
-            .save("a", "{}", Duration::from_secs(80), None)
+            .save("a", "{}", Duration::from_secs(80), None, None)
             .await
             .unwrap();
         tokio::time::advance(Duration::from_secs(20)).await;
@@ -353,15 +410,15 @@ mod tests {
         let store = MemoryStore::new();
         let ttl = Duration::from_secs(60);
         store
-            .save("a", r#"{"user":"u"}"#, ttl, Some("u"))
+            .save("a", r#"{"user":"u"}"#, ttl, Some("u"), None)
             .await
             .unwrap();
         store
-            .save("b", r#"{"user":"u"}"#, ttl, Some("u"))
+            .save("b", r#"{"user":"u"}"#, ttl, Some("u"), None)
             .await
             .unwrap();
         store
-            .save("c", r#"{"user":"v"}"#, ttl, Some("v"))
+            .save("c", r#"{"user":"v"}"#, ttl, Some("v"), None)
             .await
             .unwrap();
         assert_eq!(store.user_sessions("u").await.unwrap().len(), 2);
@@ -387,11 +444,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_cap_counts_live_sessions_only_and_ends_the_oldest() {
+        let store = MemoryStore::new();
+        let refuse = Some(UserCap {
+            max: 2,
+            when_full: WhenFull::Refuse,
+        });
+        let end_oldest = Some(UserCap {
+            max: 2,
+            when_full: WhenFull::EndOldest,
+        });
+        let rec = r#"{"user":"u","sessiongate":{"created":1}}"#;
+        let save = |sid: &'static str, secs: u64, cap| {
+            store.save(sid, rec, Duration::from_secs(secs), Some("u"), cap)
+        };
+        assert_eq!(save("a", 10, refuse).await.unwrap(), Saved::stored());
+        assert_eq!(save("b", 60, refuse).await.unwrap(), Saved::stored());
+        assert_eq!(save("c", 60, refuse).await.unwrap(), Saved::Refused);
+        assert!(store.load("c", None).await.unwrap().is_none());
+        // "a" expires: it no longer counts, though no sweep has run.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(save("c", 60, refuse).await.unwrap(), Saved::stored());
+        // Same beginning (ms) for all: the order of writing decides which is oldest.
+        assert_eq!(
+            save("d", 60, end_oldest).await.unwrap(),
+            Saved::Stored {
+                ended: vec!["b".into()]
+            }
+        );
+        assert!(store.load("b", None).await.unwrap().is_none());
+        assert_eq!(store.user_sessions("u").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_background_sweep_drops_expired_records_soonest_first() {
         let store = Arc::new(MemoryStore::new());
         for (sid, secs) in [("a", 10), ("b", 20), ("c", 30)] {
             store
-                .save(sid, r#"{"user":"u"}"#, Duration::from_secs(secs), Some("u"))
+                .save(
+                    sid,
+                    r#"{"user":"u"}"#,
+                    Duration::from_secs(secs),
+                    Some("u"),
+                    None,
+                )
                 .await
                 .unwrap();
         }

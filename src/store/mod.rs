@@ -81,6 +81,41 @@ pub(crate) fn parse_record(sid: &str, json: &str) -> Option<Arc<SessionRecord>> 
     }
 }
 
+/// `session.max_per_user`: how many live sessions one user may hold, and what a login past
+/// that does. Counted through the per-user index, so sessions another writer made count once
+/// a gate has seen them (they join the index at their first load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserCap {
+    /// At least 1.
+    pub max: usize,
+    pub when_full: WhenFull,
+}
+
+/// What a login at the cap does (`session.max_per_user_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// `"end_oldest"`: the user's oldest sessions (by when each began) end to make room.
+    EndOldest,
+    /// `"refuse"`: the new session is not written.
+    Refuse,
+}
+
+/// What [`SessionStore::save`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// Written; `ended` are the user's sessions the cap ended to make room, oldest first.
+    Stored { ended: Vec<String> },
+    /// Not written: the user is at the cap and the cap refuses.
+    Refused,
+}
+
+impl Saved {
+    /// Written, nothing ended.
+    pub fn stored() -> Self {
+        Saved::Stored { ended: Vec::new() }
+    }
+}
+
 /// A session as listed for its user.
 #[derive(Debug, Clone)]
 pub struct StoredSession {
@@ -104,14 +139,18 @@ pub trait SessionStore: Send + Sync + 'static {
         sid: &str,
         touch: Option<&ExpiryPolicy>,
     ) -> Result<Option<Loaded>, StoreError>;
-    /// Writes a new record with a TTL and adds it to its user's index.
+    /// Writes a new record with a TTL and adds it to its user's index. With a `cap` (and a
+    /// user), the user's live sessions are counted through the index in the same atomic step:
+    /// at the cap, the oldest are ended to make room, or the new one is refused (see
+    /// [`UserCap`]).
     async fn save(
         &self,
         sid: &str,
         json: &str,
         ttl: Duration,
         user: Option<&str>,
-    ) -> Result<(), StoreError>;
+        cap: Option<UserCap>,
+    ) -> Result<Saved, StoreError>;
     async fn destroy(&self, sid: &str, user: Option<&str>) -> Result<(), StoreError>;
     /// Read-modify-write of one record, atomic against concurrent writers, keeping its TTL.
     /// Returns the record written, or `None` when the session is gone or `f` declined.

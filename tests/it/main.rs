@@ -30,3 +30,4 @@ mod tls;
 mod tokens;
 mod updates;
 mod upgrades;
+mod user_cap;

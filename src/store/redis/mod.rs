@@ -40,10 +40,11 @@
 //! slot; what spans a session and its user's index is one step per slot, in an order that
 //! keeps revocation safe: a load reads the session, then checks and keeps it in the index
 //! ([`RedisStore::admit`]), then stamps a never-seen session with the time from before the
-//! check; a login writes the index first, then the session; a logout deletes the session
-//! first; updates swap on the session only if it is what was read; a regenerate copies the
-//! record with its TTL, deletes the old id, then moves the index entry; sweeps and counts
-//! SCAN every master.
+//! check; a login writes the index first, then the session (under `session.max_per_user`
+//! the session first, then the index: see [`cap`]); a logout deletes the session first;
+//! updates swap on the session only if it is what was read; a regenerate copies the record
+//! with its TTL, moves the index entry (unless the session has left the index meanwhile),
+//! then deletes the old id; sweeps and counts SCAN every master.
 //!
 //! **With Redis Sentinel** (`[redis] sentinel`) the connection goes to the master the
 //! sentinels name ([`conn::SentinelConn`]): asked again every 500 ms, dropped when they name
@@ -54,7 +55,8 @@
 //!
 //! The parts: [`settings`] (the clients), [`conn`] (one server, a cluster, or the sentinels'
 //! master), [`scripts`] (the Lua and its decoded answer), [`touch`] (the cache's batched
-//! touches), [`index`] (the per-user view); the local cache itself and its invalidation
+//! touches), [`index`] (the per-user view), [`cap`] (logins under `session.max_per_user`);
+//! the local cache itself and its invalidation
 //! stream are [`super::cache`] and [`super::tracking`].
 //!
 //! This file stays longer than the others: it is the store itself (its struct, its
@@ -62,6 +64,7 @@
 //! that every command a request costs reads in order.
 
 mod admit;
+mod cap;
 pub(super) mod conn;
 mod index;
 mod maintain;
@@ -85,7 +88,10 @@ pub use self::settings::{redact_url, RedisSettings, SentinelSettings};
 use self::touch::Toucher;
 use super::cache::SessionCache;
 use super::tracking::{Source, Tracking};
-use super::{parse_record, CacheSettings, Loaded, Rewrite, SessionStore, StoreError};
+use super::{
+    parse_record, CacheSettings, Loaded, Rewrite, Saved, SessionStore, StoreError, UserCap,
+    WhenFull,
+};
 use crate::metrics::Metrics;
 use crate::record::{epoch_ms, ExpiryPolicy, META_FIELD};
 
@@ -426,7 +432,11 @@ impl SessionStore for RedisStore {
         json: &str,
         ttl: Duration,
         user: Option<&str>,
-    ) -> Result<(), StoreError> {
+        cap: Option<UserCap>,
+    ) -> Result<Saved, StoreError> {
+        if let (Some(cap), Some(user)) = (cap, user) {
+            return self.save_capped(sid, json, ttl, user, cap).await;
+        }
         if self.is_cluster() {
             // Two slots: the index first, then the session. A revocation in between finds
             // the session created before it, and the load refuses it.
@@ -444,7 +454,8 @@ impl SessionStore for RedisStore {
                         .arg(secs(ttl))
                         .to_owned(),
                 )
-                .await;
+                .await
+                .map(|()| Saved::stored());
         }
         let mut inv = self.scripts.save.key(self.key(sid));
         if let Some(u) = user {
@@ -458,7 +469,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.connection().await?;
         self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
             .await
-            .map(drop)
+            .map(|_| Saved::stored())
     }
 
     async fn destroy(&self, sid: &str, user: Option<&str>) -> Result<(), StoreError> {

@@ -18,6 +18,12 @@ use crate::record::{epoch_ms, ExpiryPolicy};
 pub const LOAD_TOUCH: &str = include_str!("scripts/load_touch.lua");
 /// SET a new session and add it to its user's index.
 pub const SAVE: &str = include_str!("scripts/save.lua");
+/// SET a new session and add it to its user's index under the user's cap, ending the
+/// oldest or refusing (one server or the sentinels' master).
+pub const SAVE_CAPPED: &str = include_str!("scripts/save_capped.lua");
+/// On a cluster, the index's half of a capped login: drop dead entries, refuse or pick the
+/// oldest to end, add the new session.
+pub const MAKE_ROOM: &str = include_str!("scripts/make_room.lua");
 /// RENAME a session to a new id and move it in its user's index.
 pub const RENAME: &str = include_str!("scripts/rename.lua");
 /// Mark a user revoked in their index and hand back the ids it held.
@@ -32,13 +38,15 @@ pub const ADMIT: &str = include_str!("scripts/admit.lua");
 pub const STAMP: &str = include_str!("scripts/stamp.lua");
 /// Replace a record only if it is still what was read (updates on a cluster).
 pub const SWAP: &str = include_str!("scripts/swap.lua");
-/// Move a session in its user's index (renames on a cluster).
+/// Move a session in its user's index, unless it has left it (renames on a cluster).
 pub const MOVE_IN_INDEX: &str = include_str!("scripts/move_in_index.lua");
 
 /// The scripts, hashed once.
 pub struct Scripts {
     pub load_touch: Script,
     pub save: Script,
+    pub save_capped: Script,
+    pub make_room: Script,
     pub rename: Script,
     pub revoke_user: Script,
     pub reindex: Script,
@@ -53,6 +61,8 @@ impl Default for Scripts {
         Self {
             load_touch: Script::new(LOAD_TOUCH),
             save: Script::new(SAVE),
+            save_capped: Script::new(SAVE_CAPPED),
+            make_room: Script::new(MAKE_ROOM),
             rename: Script::new(RENAME),
             revoke_user: Script::new(REVOKE_USER),
             reindex: Script::new(REINDEX),

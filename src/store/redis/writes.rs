@@ -35,8 +35,11 @@ impl RedisStore {
     }
 
     /// A rename on a cluster, where the two ids are in different slots: copy the record with
-    /// its TTL to the new id (only if free), delete the old one, then move it in its user's
-    /// index.
+    /// its TTL to the new id (only if free), move it in its user's index, then delete the old
+    /// id. In that order every session in an index keeps its key until it ends (what the
+    /// per-user cap's count relies on), and a session that left the index since it was
+    /// loaded (ended by a logout, a revocation or the cap) is not brought back under a new id:
+    /// the copy is deleted again and the rename reports the session gone.
     pub(super) async fn rename_across_slots(
         &self,
         old: &str,
@@ -63,20 +66,24 @@ impl RedisStore {
         if created.is_none() {
             return Ok(false);
         }
-        self.run::<i64>(redis::cmd("DEL").arg(self.key(old)).to_owned())
-            .await?;
+        let mut moved = true;
         if let Some(u) = user {
             let ttl = if pttl > 0 { pttl as u64 / 1000 + 1 } else { 1 };
             let mut inv = self.scripts.move_in_index.key(self.index(u));
-            inv.arg(old)
-                .arg(new)
-                .arg(epoch_ms(SystemTime::now()))
-                .arg(ttl);
+            inv.arg(old).arg(new).arg(ttl);
             let mut conn = self.connection().await?;
-            self.bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
+            moved = self
+                .bounded(async move { inv.invoke_async::<i64>(&mut conn).await })
+                .await?
+                == 1;
+        }
+        if !moved {
+            self.run::<i64>(redis::cmd("DEL").arg(self.key(new)).to_owned())
                 .await?;
         }
-        Ok(true)
+        self.run::<i64>(redis::cmd("DEL").arg(self.key(old)).to_owned())
+            .await?;
+        Ok(moved)
     }
 
     /// One optimistic read-modify-write; `None` when another writer got there first.
