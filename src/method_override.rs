@@ -153,7 +153,10 @@ impl Routed<'_> {
                 return Err(RequestError::Client("more than one Content-Type".into()));
             }
             // Rack reads a POST without a type as a urlencoded form.
-            (None, None) => Some(Form::UrlEncoded(UrlEncoded::default())),
+            (None, None) if req.method == Method::POST => {
+                Some(Form::UrlEncoded(UrlEncoded::default()))
+            }
+            (None, None) => None,
             (Some(t), None) => Form::for_type(t.as_bytes()),
         };
         let Some(form) = kind else {
