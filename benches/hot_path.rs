@@ -132,6 +132,7 @@ fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Rout
         login_redirect: None,
         issue_sessions: false,
         method_override: false,
+        strip_session_cookie: false,
     }
 }
 

@@ -96,6 +96,22 @@ pub fn values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a st
     })
 }
 
+/// A `Cookie` header without cookie `name`; `None` when it holds no such cookie. The other
+/// pairs are kept as they were sent, joined with `; `.
+pub fn without(header: &str, name: &str) -> Option<String> {
+    let named = |pair: &str| pair.split_once('=').is_some_and(|(k, _)| k.trim() == name);
+    if !header.split(';').any(named) {
+        return None;
+    }
+    let kept: Vec<&str> = header
+        .split(';')
+        .filter(|p| !named(p))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    Some(kept.join("; "))
+}
+
 /// The attributes of a session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributes {
@@ -153,6 +169,20 @@ fn push_flags(out: &mut String, attrs: &Attributes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookie_is_removed_and_the_others_kept() {
+        assert_eq!(
+            without("a=1; connect.sid=s%3Ax.y; b=2", "connect.sid").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(without("connect.sid=x", "connect.sid").as_deref(), Some(""));
+        assert_eq!(
+            without("connect.sid=x;connect.sid=y; c=3", "connect.sid").as_deref(),
+            Some("c=3")
+        );
+        assert_eq!(without("a=1; connect.sidx=2", "connect.sid"), None);
+    }
 
     #[test]
     fn finds_every_value_of_a_name() {

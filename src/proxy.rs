@@ -319,6 +319,9 @@ impl ProxyHttp for Gate {
         if session.req_header().version == http::Version::HTTP_2 {
             join_cookie_fields(upstream)?;
         }
+        if route.strip_session_cookie {
+            strip_cookie(upstream, &rt.sessions.settings.cookie_name)?;
+        }
         // A session token is the gate's business, not the upstream's.
         if let Some(h) = rt.sessions.carries_token(session.req_header()) {
             upstream.remove_header(h);
@@ -744,6 +747,37 @@ fn client_info(session: &Session, view: Option<&ClientView>) -> ClientInfo {
             .map(str::to_owned),
         ip: view.and_then(|v| v.ip).map(|ip| ip.to_string()),
     }
+}
+
+/// Removes cookie `name` from every `Cookie` header of `req`, keeping the other cookies.
+fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
+    let fields: Vec<String> = req
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let mut changed = false;
+    let mut kept = Vec::with_capacity(fields.len());
+    for field in &fields {
+        match crate::cookie::without(field, name) {
+            Some(rest) => {
+                changed = true;
+                if !rest.is_empty() {
+                    kept.push(rest);
+                }
+            }
+            None => kept.push(field.clone()),
+        }
+    }
+    if !changed {
+        return Ok(());
+    }
+    req.remove_header(&header::COOKIE);
+    for field in kept {
+        req.append_header(header::COOKIE, field)?;
+    }
+    Ok(())
 }
 
 /// Joins every `cookie` field of `req` into one, with `; `.

@@ -28,6 +28,8 @@ pub struct Route {
     pub login_redirect: Option<String>,
     pub issue_sessions: bool,
     pub method_override: bool,
+    /// The session cookie is removed from the upstream request.
+    pub strip_session_cookie: bool,
 }
 
 /// `example.com` or `*.example.com` (any subdomain, not the apex).
@@ -243,6 +245,7 @@ mod tests {
             login_redirect: None,
             issue_sessions: false,
             method_override: false,
+            strip_session_cookie: false,
         }
     }
 

@@ -239,7 +239,7 @@ impl Config {
             };
             let _ = writeln!(
                 o,
-                "  {host} {}/ [{methods}] -> {}: {auth}{}",
+                "  {host} {}/ [{methods}] -> {}: {auth}{}{}",
                 r.prefix,
                 self.upstreams[r.upstream].name,
                 match (r.issue_sessions, r.method_override) {
@@ -247,6 +247,11 @@ impl Config {
                     (true, false) => ", may send session directives",
                     (false, true) => ", method overrides pass",
                     (false, false) => "",
+                },
+                if r.strip_session_cookie {
+                    ", the session cookie is kept from the upstream"
+                } else {
+                    ""
                 }
             );
         }

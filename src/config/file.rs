@@ -485,6 +485,10 @@ pub struct RouteSection {
     /// same route serves.
     #[serde(default)]
     pub method_override: bool,
+    /// Remove the session cookie from requests to this route's upstream (other cookies
+    /// stay): the upstream never holds the bearer secret.
+    #[serde(default)]
+    pub strip_session_cookie: bool,
 }
 
 fn yes() -> bool {

@@ -219,6 +219,7 @@ impl TryFrom<In<'_, RouteInput<'_>>> for Vec<Route> {
                 login_redirect,
                 issue_sessions: r.issue_sessions,
                 method_override: r.method_override,
+                strip_session_cookie: r.strip_session_cookie,
             };
             if out.iter().any(|o| {
                 o.prefix == route.prefix && o.host == route.host && o.methods == route.methods

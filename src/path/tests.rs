@@ -226,6 +226,7 @@ mod properties {
             login_redirect: None,
             issue_sessions: false,
             method_override: false,
+            strip_session_cookie: false,
         };
         RouteTable::new(
             vec![

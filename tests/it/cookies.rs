@@ -240,3 +240,32 @@ async fn oversized_cookie_header_gets_an_error_status_and_the_gate_survives() {
     );
     assert_eq!(raw(gate.addr, "GET", "/public/", &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strip_session_cookie_keeps_the_bearer_secret_from_the_upstream() {
+    let app = Upstream::start("app").await;
+    let gate = standard(GateBuilder::new(), &[&app])
+        .route("path = \"/vault/\"\nupstream = \"app\"\nauth = \"required\"\nstrip_session_cookie = true")
+        .start();
+    let mut c = gate.client();
+    login(&mut c, "alice", &["reader"]).await;
+    let pair = c.cookie.clone().unwrap();
+    let cookie = format!("theme=dark; {pair}; lang=fr");
+    let r = raw(gate.addr, "GET", "/vault/x", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("x-user").as_deref(), Some("alice"));
+    assert_eq!(
+        r.upstream_header("cookie").as_deref(),
+        Some("theme=dark; lang=fr"),
+        "the other cookies stay"
+    );
+    let r = raw(gate.addr, "GET", "/vault/x", &[("cookie", &pair)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("cookie"), None, "no empty Cookie line");
+    // Other routes still pass it on.
+    let r = raw(gate.addr, "GET", "/account/x", &[("cookie", &cookie)]).await;
+    assert_eq!(
+        r.upstream_header("cookie").as_deref(),
+        Some(cookie.as_str())
+    );
+}
