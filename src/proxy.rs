@@ -640,7 +640,8 @@ impl Gate {
             .await
     }
 
-    /// Logs the error's detail, counts store failures, and builds the client's answer.
+    /// Logs the error's detail, counts store failures and refusals, and builds the client's
+    /// answer.
     fn reply(&self, ctx: &RequestCtx, e: RequestError) -> Reply {
         let rt = &ctx.rt;
         e.log(&ctx.request_id);
@@ -648,9 +649,14 @@ impl Gate {
             self.outage.failed(store);
             Metrics::inc(&self.metrics.store_errors);
         }
+        if let Some(reason) = e.refusal() {
+            self.metrics.refusals.with_label_values(&[reason]).inc();
+        }
         let reply = Reply::error(&e);
         match e {
-            RequestError::Store(_) => reply.header("retry-after", rt.retry_after_secs.clone()),
+            RequestError::Store(_) | RequestError::StoreFull(_) => {
+                reply.header("retry-after", rt.retry_after_secs.clone())
+            }
             RequestError::LogoutMethod => reply.header("allow", "POST"),
             _ => reply,
         }
