@@ -19,6 +19,12 @@
 //! and forgets them all once it has remembered as many as the cache holds entries. A session
 //! read again within that window is admitted; one read once per cycle never costs an
 //! insertion. While the cache has room, everything is admitted.
+//!
+//! **Invalidations for keys not held.** The tracking stream is BCAST by prefix, so Redis
+//! pushes every change to a session key whether this gate holds it or not; there is no
+//! per-key tracking to stop for an evicted key. Each such push costs one hash lookup that
+//! finds nothing (and a generation bump), and pushes only follow writes: loads write
+//! nothing but throttled touches (`touch_interval`, a minute with the cache).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
