@@ -40,7 +40,10 @@ pub enum RequestError {
     #[error("login refused: the user already holds session.max_per_user sessions")]
     TooManySessions,
     #[error("session store unavailable: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// The embedded store is at its bound: a new session (or a growing one) does not fit.
+    #[error("{0}")]
+    StoreFull(StoreError),
     #[error("malformed session directive from the upstream: {0}")]
     Directive(#[from] DirectiveError),
     #[error("no healthy server in upstream `{0}`")]
@@ -59,25 +62,25 @@ pub enum RequestError {
     Internal(String),
 }
 
+impl From<StoreError> for RequestError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Full(_) => Self::StoreFull(e),
+            e => Self::Store(e),
+        }
+    }
+}
+
 impl From<ApplyError> for RequestError {
     fn from(e: ApplyError) -> Self {
         match e {
-            ApplyError::Store(e) => Self::Store(e),
+            ApplyError::Store(e) => e.into(),
             ApplyError::TooManySessions => Self::TooManySessions,
         }
     }
 }
 
 impl RequestError {
-    /// The reason `sessiongate_refusals_total` counts this refusal under, for the refusals
-    /// that are a limit doing its job rather than a bad request or a failure.
-    pub fn refusal(&self) -> Option<&'static str> {
-        match self {
-            Self::TooManySessions => Some("too_many_sessions"),
-            _ => None,
-        }
-    }
-
     pub fn status(&self) -> u16 {
         match self {
             Self::Path(_)
@@ -95,7 +98,7 @@ impl RequestError {
             Self::HeadTooLarge => 431,
             Self::Internal(_) => 500,
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => 502,
-            Self::Store(_) => 503,
+            Self::Store(_) | Self::StoreFull(_) => 503,
             Self::UpstreamTimeout(_) => 504,
         }
     }
@@ -119,6 +122,7 @@ impl RequestError {
             Self::Internal(_) => "internal_error",
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => "bad_gateway",
             Self::Store(_) => "store_unavailable",
+            Self::StoreFull(_) => "store_full",
             Self::UpstreamTimeout(_) => "upstream_timeout",
         }
     }
@@ -148,7 +152,17 @@ impl RequestError {
                 "the upstream is unavailable"
             }
             Self::Store(_) => "the session store is unavailable; retry shortly",
+            Self::StoreFull(_) => "the session store is full; retry later",
             Self::UpstreamTimeout(_) => "the upstream did not answer in time",
+        }
+    }
+
+    /// The `reason` of `sessiongate_refusals_total` when this is the gate refusing for a limit
+    /// of its own (not a failure, not the client's fault): its public code.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Self::StoreFull(_) | Self::TooManySessions => Some(self.code()),
+            _ => None,
         }
     }
 
@@ -180,8 +194,14 @@ impl RequestError {
     }
 
     /// Writes the detail to the log, at a level that fits whose fault it is, with the
-    /// request's id (the access log's and the client's `X-Request-Id`).
+    /// request's id (the access log's and the client's `X-Request-Id`). A full store is
+    /// reported once when it fills (by the store) and counted per request, not logged per
+    /// request at warning level: a login flood must not become a log flood.
     pub fn log(&self, request_id: &str) {
+        if let Self::StoreFull(_) = self {
+            tracing::debug!(request_id, status = self.status(), error = %self, "request refused");
+            return;
+        }
         match self.status() {
             500..=599 => {
                 tracing::warn!(request_id, status = self.status(), error = %self, "request failed")

@@ -61,5 +61,60 @@ pub mod hot_path {
     pub use crate::store::MemoryStore;
 }
 
+/// What sessions cost in memory, as the cache and the embedded store count it: for the tests
+/// that check those counts against a counting allocator, and for the benches.
+pub mod footprint {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    pub use crate::record::{alloc_bytes, sample_session, SessionRecord};
+    pub use crate::store::{memory_entry_weight, MemorySettings, MemoryStore, SessionStore};
+
+    /// The local cache itself (live, as with its invalidation stream connected), with the
+    /// weigher and admission the gate uses.
+    pub struct Cache(crate::store::SessionCache);
+
+    impl Cache {
+        pub fn new(max_bytes: u64) -> Self {
+            let c = crate::store::SessionCache::new(
+                &crate::store::CacheSettings {
+                    max_bytes,
+                    ttl: Duration::from_secs(300),
+                },
+                Arc::default(),
+            );
+            c.set_live(true);
+            Self(c)
+        }
+
+        /// Caches `record` as a load from the store would.
+        pub fn insert(&self, sid: &str, record: Arc<SessionRecord>) {
+            let ttl = Duration::from_secs(300);
+            self.0.insert(sid, record, ttl, ttl, self.0.generation());
+        }
+
+        pub fn contains(&self, sid: &str) -> bool {
+            self.0.get(sid).is_some()
+        }
+
+        /// What the entries weigh together, by the cache's own count, once its pending work
+        /// (admissions, evictions) is done.
+        pub fn bytes(&self) -> u64 {
+            self.0.settle();
+            self.0.bytes()
+        }
+
+        pub fn entries(&self) -> u64 {
+            self.0.settle();
+            self.0.entry_count()
+        }
+    }
+
+    /// What the cache counts for an entry of `record` under `sid`.
+    pub fn cache_entry_weight(sid: &str, record: &SessionRecord) -> u64 {
+        crate::store::cache_entry_weight(sid, record)
+    }
+}
+
 /// What the demo example needs beyond the gate itself.
 pub use record::new_session_id;

@@ -4,8 +4,8 @@
 //! Every label has a bounded set of values: `route` is a route's configured path (never the
 //! request's), `status` an HTTP status, `auth` one of the outcomes of
 //! [`crate::access_log::Auth`], `upstream` and `server` the configured pools and their
-//! resolved addresses, `op` a store operation (`load`, `write`), `reason` a limit's refusal
-//! (`too_many_sessions`).
+//! resolved addresses, `op` a store operation (`load`, `write`), `reason` one of the gate's
+//! refusal codes ([`crate::error::RequestError::refusal`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,13 @@ pub struct Metrics {
     /// 1 while the cache serves (its invalidation stream is connected).
     pub cache_live: IntGauge,
     pub cache_touches: IntCounter,
+    /// What the cached entries weigh together, and how many there are (read at each scrape).
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    /// Misses not cached: the cache was full and the session had not been seen recently.
+    pub cache_admissions_refused: IntCounter,
+    /// Entries evicted (or refused by moka's TinyLFU) to keep within `max_bytes`.
+    pub cache_evictions: IntCounter,
     pub store_errors: IntCounter,
     /// Session values that have no header form, so their identity header was not sent.
     pub identity_refused: IntCounter,
@@ -63,6 +70,11 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Client connections closed at once because `server.max_connections` were open.
     pub connections_refused: IntCounter,
+    /// The embedded store: what its sessions weigh together, and how many it holds.
+    pub store_bytes: IntGauge,
+    pub store_sessions: IntGauge,
+    /// Run before each scrape, to read gauges kept elsewhere (the cache's size).
+    on_scrape: std::sync::Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Default for Metrics {
@@ -75,6 +87,8 @@ impl Default for Metrics {
         }
         let counter =
             |name: &str, help: &str| reg(&registry, IntCounter::new(name, help).expect("valid"));
+        let gauge =
+            |name: &str, help: &str| reg(&registry, IntGauge::new(name, help).expect("valid"));
         let histogram = |name: &str, help: &str, label: &str| {
             reg(
                 &registry,
@@ -182,6 +196,19 @@ impl Default for Metrics {
                 "sessiongate_cache_touches_total",
                 "Throttled TTL pushes sent for cached sessions.",
             ),
+            cache_bytes: gauge(
+                "sessiongate_cache_bytes",
+                "What the cached sessions weigh together, in bytes (bounded by cache.max_bytes).",
+            ),
+            cache_entries: gauge("sessiongate_cache_entries", "Sessions in the local cache."),
+            cache_admissions_refused: counter(
+                "sessiongate_cache_admissions_refused_total",
+                "Misses not cached: the cache was full and the session was not seen recently.",
+            ),
+            cache_evictions: counter(
+                "sessiongate_cache_evictions_total",
+                "Cached sessions evicted (or not admitted by the cache's TinyLFU) for room.",
+            ),
             store_errors: counter(
                 "sessiongate_store_errors_total",
                 "Store operations that failed or timed out.",
@@ -202,6 +229,15 @@ impl Default for Metrics {
                 "sessiongate_connections_refused_total",
                 "Client connections closed at once because server.max_connections were open.",
             ),
+            store_bytes: gauge(
+                "sessiongate_store_bytes",
+                "The embedded store: what its sessions weigh together, in bytes (bounded by memory.max_bytes).",
+            ),
+            store_sessions: gauge(
+                "sessiongate_store_sessions",
+                "The embedded store: sessions it holds (expired ones until the sweep).",
+            ),
+            on_scrape: Default::default(),
             registry,
         }
     }
@@ -210,6 +246,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn inc(counter: &IntCounter) {
         counter.inc();
+    }
+
+    /// Runs `hook` before every scrape.
+    pub fn on_scrape(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 
     /// Counts one answered request.
@@ -225,6 +269,14 @@ impl Metrics {
     /// The Prometheus text format of every metric; `pools` are the running config's, whose
     /// servers' health is read now.
     pub fn render(&self, pools: &[Arc<Pool>]) -> String {
+        for hook in self
+            .on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            hook();
+        }
         // Servers come and go with DNS and reloads: only the current ones are reported.
         self.upstream_up.reset();
         for pool in pools {

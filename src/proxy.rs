@@ -697,7 +697,8 @@ impl Gate {
             .await
     }
 
-    /// Logs the error's detail, counts store failures, and builds the client's answer.
+    /// Logs the error's detail, counts store failures and refusals, and builds the client's
+    /// answer.
     fn reply(&self, ctx: &RequestCtx, e: RequestError) -> Reply {
         let rt = &ctx.rt;
         e.log(&ctx.request_id);
@@ -710,7 +711,9 @@ impl Gate {
         }
         let reply = Reply::error(&e);
         match e {
-            RequestError::Store(_) => reply.header("retry-after", rt.retry_after_secs.clone()),
+            RequestError::Store(_) | RequestError::StoreFull(_) => {
+                reply.header("retry-after", rt.retry_after_secs.clone())
+            }
             RequestError::LogoutMethod => reply.header("allow", "POST"),
             _ => reply,
         }

@@ -258,6 +258,12 @@ impl SessionRecord {
         }
     }
 
+    /// What this record holds on the heap, in bytes, as the allocator hands them out: see
+    /// [`heap_bytes`]. Besides [`std::mem::size_of::<SessionRecord>`], which its owner counts.
+    pub fn heap_bytes(&self) -> usize {
+        map_bytes(&self.data)
+    }
+
     pub fn to_json(&self) -> String {
         Value::Object(self.data.clone()).to_string()
     }
@@ -342,6 +348,95 @@ impl SessionRecord {
                 .map(|ms| Duration::from_secs(ms.div_ceil(1000).max(1))),
         }
     }
+}
+
+/// A typical login session, for sizing bounds (`sessiongate check`, the memory tests and
+/// benches): the cookie as `cookie` describes it, a 16-character user id in `user_field`, the
+/// gate's record of a 100-character user agent and an IPv4 address, and `app_bytes` (about)
+/// of application data as fields of 48-character strings (`"fNNN":"…"`, 56 bytes of JSON
+/// each).
+pub fn sample_session(cookie: &CookiePolicy, user_field: &str, app_bytes: usize) -> SessionRecord {
+    let mut fields = Map::new();
+    fields.insert(user_field.into(), Value::from("user-0123456789a"));
+    for i in 0..app_bytes.div_ceil(56) {
+        fields.insert(format!("f{i:03}"), Value::from(format!("{i:0>48}")));
+    }
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+    let mut r = SessionRecord::new(fields, cookie, false, now);
+    r.set_meta(
+        now,
+        &ClientInfo {
+            user_agent: Some(format!("Mozilla/5.0 (X11; Linux x86_64) {:0>67}", 1)),
+            ip: Some("203.0.113.7".into()),
+        },
+    );
+    r
+}
+
+/// What an allocation of `n` bytes really takes: mimalloc (the gate's allocator) serves it
+/// from the smallest size class that fits, multiples of 8 bytes up to 64, then four classes
+/// per power of two. (glibc's malloc rounds to 16 plus 8 of header: within a few percent.)
+pub fn alloc_bytes(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1..=64 => n.next_multiple_of(8),
+        _ => {
+            let b = usize::BITS - 1 - (n - 1).leading_zeros();
+            n.next_multiple_of(1 << (b - 2))
+        }
+    }
+}
+
+/// The heap behind a parsed JSON value, counted from its structure (serde_json keeps no
+/// capacities to ask): a string is one allocation of its length (parsed strings are exact);
+/// an array is a `Vec<Value>` grown by doubling from 4; an object (an `IndexMap` with
+/// `preserve_order`) is a hashbrown table of `usize` indices (power-of-two buckets at most
+/// 7/8 full, a control byte each plus a group of 16) and a `Vec` of `(hash, key, value)`
+/// entries grown to the table's capacity. The counting-allocator test in
+/// `tests/it/memory_bound.rs` checks this against what the allocator really hands out.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => alloc_bytes(s.len()),
+        Value::Array(a) => {
+            let cap = if a.is_empty() {
+                0
+            } else {
+                a.len().next_power_of_two().max(4)
+            };
+            alloc_bytes(cap * std::mem::size_of::<Value>())
+                + a.iter().map(value_bytes).sum::<usize>()
+        }
+        Value::Object(m) => map_bytes(m),
+        _ => 0,
+    }
+}
+
+fn map_bytes(m: &Map<String, Value>) -> usize {
+    if m.is_empty() {
+        return 0;
+    }
+    // hashbrown: 4 buckets hold 3, 8 hold 7, then 7/8 of a power of two.
+    let buckets = if m.len() < 4 {
+        4
+    } else if m.len() < 8 {
+        8
+    } else {
+        (m.len() * 8).div_ceil(7).next_power_of_two()
+    };
+    let capacity = if buckets < 8 {
+        buckets - 1
+    } else {
+        buckets / 8 * 7
+    };
+    let table = alloc_bytes(buckets * std::mem::size_of::<usize>() + buckets + 16);
+    let entry =
+        std::mem::size_of::<usize>() + std::mem::size_of::<String>() + std::mem::size_of::<Value>();
+    let entries = alloc_bytes(capacity * entry);
+    table
+        + entries
+        + m.iter()
+            .map(|(k, v)| alloc_bytes(k.len()) + value_bytes(v))
+            .sum::<usize>()
 }
 
 #[cfg(test)]

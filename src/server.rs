@@ -58,7 +58,7 @@ pub enum OfflineError {
 /// The session service on the configured store, for the `sessions` CLI: the admin API's work
 /// without a running gate. Only a shared store (Redis) can be reached from outside.
 pub fn offline_sessions(config: Config) -> Result<Sessions, OfflineError> {
-    if matches!(config.store, StoreSettings::Memory) {
+    if matches!(config.store, StoreSettings::Memory(_)) {
         return Err(OfflineError::EmbeddedStore);
     }
     let store = store::from_settings(
@@ -167,7 +167,7 @@ impl GateServer {
             // Its own store client (Redis), so that admin work never shares the proxy's
             // connection or runtime; the embedded store is shared, being this process's memory.
             let admin_store = match &config.store {
-                StoreSettings::Memory => store.clone(),
+                StoreSettings::Memory(_) => store.clone(),
                 other => store::from_settings(
                     other,
                     &config.session.prefix,

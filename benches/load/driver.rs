@@ -15,6 +15,7 @@ use sessiongate_testkit::ProcessGuard;
 use crate::opts::Opts;
 use crate::processes::BenchRedis;
 use crate::report::Row;
+use crate::workset::Mix;
 
 #[derive(Default)]
 pub struct LoadStats {
@@ -48,6 +49,8 @@ pub struct Target {
     pub port: u16,
     pub path: &'static str,
     pub cookie: Option<String>,
+    /// Many sessions, one picked per request (the working-set rows); `cookie` is then unused.
+    pub mix: Option<Mix>,
 }
 
 pub fn client_runtime(threads: usize) -> tokio::runtime::Runtime {
@@ -90,13 +93,14 @@ pub fn drive(
         ));
     }
     let path = target.path;
+    let mix = target.mix.clone();
     rt.block_on(async move {
         let start = tokio::time::Instant::now();
         let until = start + length;
         let tasks: Vec<_> = (0..connections)
             .map(|_| {
                 let headers = headers.clone();
-                tokio::spawn(connection_loop(addr, path, headers, until))
+                tokio::spawn(connection_loop(addr, path, headers, mix.clone(), until))
             })
             .collect();
         let mut total = LoadStats {
@@ -124,6 +128,7 @@ async fn connection_loop(
     addr: SocketAddr,
     path: &'static str,
     headers: Vec<(HeaderName, HeaderValue)>,
+    mix: Option<Mix>,
     until: tokio::time::Instant,
 ) -> LoadStats {
     let mut stats = LoadStats {
@@ -158,6 +163,9 @@ async fn connection_loop(
             let mut req = Request::get(path).body(Empty::<Bytes>::new()).unwrap();
             for (k, v) in &headers {
                 req.headers_mut().insert(k.clone(), v.clone());
+            }
+            if let Some(m) = &mix {
+                req.headers_mut().insert(header::COOKIE, m.pick().clone());
             }
             let t0 = tokio::time::Instant::now();
             if t0 >= until {

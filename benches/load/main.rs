@@ -7,7 +7,7 @@
 //! body, keep-alive; a separate process) and the gate as a separate process, logs one user in
 //! through the gate, then drives keep-alive load with a closed-loop Rust load generator (hyper
 //! client, N connections, warm-up then a fixed measured window, latencies in an HdrHistogram)
-//! against, one after the other:
+//! against, one after the other (the `ws-*` rows each with many sessions, see `workset`):
 //!
 //! | row | what |
 //! |---|---|
@@ -17,6 +17,8 @@
 //! | `public` | the gate on a `public` route: no session work, the gate's bare-proxy limit (set against `pingora`) |
 //! | `auth-nocache` | the gate on a `required` route, `[cache] enabled = false`: verify + one Redis round trip (read + touch) per request |
 //! | `auth-cache` | the same with `[cache] enabled = true` (`touch_interval = "60s"`) |
+//! | `ws-nocache-cycle`, `ws-cache-cycle` | working set larger than the cache: `BENCH_WORKING_SET` sessions (100 000, about 200 bytes each) in Redis, each request the next one in turn, cache off and on |
+//! | `ws-nocache-zipf`, `ws-cache-zipf` | the same sessions drawn from a Zipf distribution (exponent 0.99) |
 //! | `express` | express-session + connect-redis + http-proxy-middleware doing the same job (benches/peer/, one Node process, keep-alive agent to the upstream) |
 //! | `express-defaults` | the same with http-proxy-middleware's default agent: a new upstream connection per request, as most apps run it |
 //!
@@ -39,6 +41,7 @@
 //! - `BENCH_DURATION` measured seconds per row (10), `BENCH_WARMUP` seconds (2),
 //!   `BENCH_CONNECTIONS` (32), `BENCH_CLIENT_THREADS` load generator threads (1);
 //! - `BENCH_ROWS` a comma list of the rows above (all);
+//! - `BENCH_WORKING_SET` sessions in the working-set rows (100000);
 //! - `BENCH_ROLLING=0` runs the gate and the peer with `rolling` off (touch only, no
 //!   `Set-Cookie` on every response), to see what the rolling cookie costs;
 //! - `BENCH_OUT` where to write load.md and load.svg (benches/results);
@@ -53,6 +56,7 @@ mod probe;
 mod processes;
 mod report;
 mod targets;
+mod workset;
 
 use std::time::Duration;
 
@@ -136,6 +140,7 @@ fn run(opts: &Opts) {
             port: upstream_port,
             path: "/public/data",
             cookie: None,
+            mix: None,
         };
         let p = probe(upstream_port, "GET", "/public/data", &[]).unwrap();
         assert_eq!(p.status, 200);
@@ -152,6 +157,7 @@ fn run(opts: &Opts) {
                 port,
                 path: "/public/data",
                 cookie: None,
+                mix: None,
             };
             ctx.measure(&mut row, &target, None);
             // The worker does the work; the master only supervises.
@@ -172,6 +178,7 @@ fn run(opts: &Opts) {
             port,
             path: "/public/data",
             cookie: None,
+            mix: None,
         };
         ctx.measure(&mut row, &target, Some(&proxy));
         proxy.assert_running();
@@ -198,6 +205,7 @@ fn run(opts: &Opts) {
             port,
             path: "/public/data",
             cookie: None,
+            mix: None,
         };
         ctx.measure(&mut row, &target, Some(&gate));
         gate.assert_running();
@@ -218,11 +226,62 @@ fn run(opts: &Opts) {
             port,
             path: "/api/data",
             cookie: Some(cookie.clone()),
+            mix: None,
         };
         ctx.measure(&mut row, &target, Some(&gate));
         gate.assert_running();
         check_authenticates(label, port, &cookie);
         rows.push(row);
+    }
+
+    let workset_rows = [
+        (
+            "ws-nocache-cycle",
+            "working set > cache, cycling, cache off",
+            Cache::Off,
+            false,
+        ),
+        (
+            "ws-cache-cycle",
+            "working set > cache, cycling, cache on",
+            Cache::On,
+            false,
+        ),
+        (
+            "ws-nocache-zipf",
+            "working set > cache, Zipf, cache off",
+            Cache::Off,
+            true,
+        ),
+        (
+            "ws-cache-zipf",
+            "working set > cache, Zipf, cache on",
+            Cache::On,
+            true,
+        ),
+    ];
+    if workset_rows.iter().any(|(k, ..)| opts.wants(k)) {
+        let cookies = workset::seed(&mut ctx.redis, opts.working_set);
+        for (key, label, cache, zipf) in workset_rows {
+            if !opts.wants(key) {
+                continue;
+            }
+            let mut row = Row::new(key, label);
+            let (mut gate, port) = start_gate(&spec, &format!("gate-{key}"), cache);
+            let target = Target {
+                port,
+                path: "/api/data",
+                cookie: None,
+                mix: Some(if zipf {
+                    workset::Mix::zipf(&cookies)
+                } else {
+                    workset::Mix::cycling(&cookies)
+                }),
+            };
+            ctx.measure(&mut row, &target, Some(&gate));
+            gate.assert_running();
+            rows.push(row);
+        }
     }
 
     for (key, label, keep_alive) in [
@@ -241,6 +300,7 @@ fn run(opts: &Opts) {
                     port,
                     path: "/api/data",
                     cookie: Some(cookie.clone()),
+                    mix: None,
                 };
                 ctx.measure(&mut row, &target, Some(&node));
                 node.assert_running();

@@ -13,6 +13,8 @@ pub struct Opts {
     pub rolling: bool,
     pub out: PathBuf,
     pub time_limit: Duration,
+    /// Sessions in the working-set rows.
+    pub working_set: usize,
 }
 
 pub const ALL_ROWS: &[&str] = &[
@@ -22,6 +24,10 @@ pub const ALL_ROWS: &[&str] = &[
     "public",
     "auth-nocache",
     "auth-cache",
+    "ws-nocache-cycle",
+    "ws-cache-cycle",
+    "ws-nocache-zipf",
+    "ws-cache-zipf",
     "express",
     "express-defaults",
     "invalidation",
@@ -64,6 +70,7 @@ impl Opts {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| bench_dir().join("results")),
             time_limit: Duration::from_secs(num("BENCH_TIME_LIMIT", 900)),
+            working_set: num("BENCH_WORKING_SET", 100_000).max(1) as usize,
         }
     }
 

@@ -150,6 +150,10 @@ const ROW_NOTES: &[(&str, &str)] = &[
     ("public", "the gate on an `auth = \"public\"` route: path normalisation, routing, header stripping, no session work. The gate's bare-proxy limit, set against the bare Pingora row."),
     ("auth-nocache", "the gate on an `auth = \"required\"` route with `[cache] enabled = false`, `touch_interval = \"0s\"`, rolling: cookie verify, one Redis round trip per request (the load+touch script), identity headers, a fresh `Set-Cookie`."),
     ("auth-cache", "the same with `[cache] enabled = true`, `touch_interval = \"60s\"` (the defaults with Redis): sessions come from the local cache."),
+    ("ws-nocache-cycle", "working set larger than the cache: 100 000 sessions (`BENCH_WORKING_SET`) of about 200 bytes in Redis, 18 times what 16 MiB of cache hold; each request carries the next session in turn; cache off (as `auth-nocache`). Its peak RSS is the baseline of the cache's memory."),
+    ("ws-cache-cycle", "the same, cache on (as `auth-cache`): every request misses; the cache must cost nothing, and its RSS over the cache-off row is what the cache holds."),
+    ("ws-nocache-zipf", "the same sessions drawn from a Zipf distribution (exponent 0.99, YCSB's), cache off."),
+    ("ws-cache-zipf", "the same, cache on: the hot sessions stay cached."),
     ("express", "express 5 + express-session + connect-redis 9 + http-proxy-middleware 3 in one Node process (benches/peer/), checking the same session in the same Redis (rolling, `resave: false`), 401 without a user, identity headers set, with a keep-alive agent to the upstream."),
     ("express-defaults", "the same app with http-proxy-middleware's default agent: a new upstream connection per request, as most deployments run it."),
 ];

@@ -129,6 +129,20 @@ pub fn targets(rows: &[Row]) -> Vec<Verdict> {
             "the express peer was not run",
         );
     }
+    for (off, on, what) in [
+        ("ws-nocache-cycle", "ws-cache-cycle", "cycling"),
+        ("ws-nocache-zipf", "ws-cache-zipf", "Zipf"),
+    ] {
+        if rows.iter().any(|r| r.key == on || r.key == off) {
+            ratio(
+                &format!("working set > cache, {what}: cache on >= 0.95x cache off throughput"),
+                get(on),
+                get(off),
+                &|a, b| (rps(a) / rps(b), Some(rps(a) >= 0.95 * rps(b))),
+                "a row was not run",
+            );
+        }
+    }
     match cache.and_then(|r| r.redis.as_ref()) {
         Some((per, _)) => out.push(Verdict {
             text: format!(
@@ -141,6 +155,19 @@ pub fn targets(rows: &[Row]) -> Vec<Verdict> {
                 .into(),
             mark: Mark::NotEvaluated,
         }),
+    }
+    let rss = |k: &str| get(k).and_then(|r| r.rss_kib);
+    if let (Some(on), Some(off)) = (rss("ws-cache-cycle"), rss("ws-nocache-cycle")) {
+        let grown = on.saturating_sub(off);
+        out.push(Verdict {
+            text: format!(
+                "working set > cache: RSS the cache adds (cache on less cache off, cycling) <= 1.5x cache max_bytes ({}): measured {} ({:.2}x max_bytes)",
+                mib(CACHE_BYTES * 3 / 2 / 1024),
+                mib(grown),
+                grown as f64 * 1024.0 / CACHE_BYTES as f64
+            ),
+            mark: Mark::of(grown * 1024 <= CACHE_BYTES * 3 / 2),
+        });
     }
     let budget = 64 * 1024 + CACHE_BYTES / 1024;
     let peak = rows

@@ -5,9 +5,10 @@ use std::fmt::Write;
 use super::Config;
 use crate::access_log::{AccessFormat, LogFormat};
 use crate::cookie::Secure;
+use crate::record::{new_session_id, sample_session};
 use crate::routes::AuthMode;
 use crate::routes::HostPattern;
-use crate::store::{redact_url, StoreSettings};
+use crate::store::{memory_entry_weight, redact_url, StoreSettings};
 
 impl Config {
     pub fn describe(&self) -> String {
@@ -101,11 +102,29 @@ impl Config {
             humantime::format_duration(s.idle_timeout)
         );
         match &self.store {
-            StoreSettings::Memory => {
+            StoreSettings::Memory(m) => {
                 let _ = writeln!(
                     o,
                     "  store: memory (embedded; this process only), key prefix `{}`",
                     s.prefix
+                );
+                let weigh = |app_bytes| {
+                    let r = sample_session(&s.cookie, &s.user_field, app_bytes);
+                    let json = r.to_json();
+                    let w = memory_entry_weight(&new_session_id(), &json, Some(&r), Some("u"));
+                    (json.len(), w)
+                };
+                let ((small, ws), (large, wl)) = (weigh(0), weigh(4096));
+                let _ = writeln!(
+                    o,
+                    "  memory bound {} bytes (new sessions refused with 503 store_full beyond it): about {} sessions of {} bytes of JSON ({} bytes each in memory), {} of {} bytes ({} each)",
+                    m.max_bytes,
+                    m.max_bytes / ws,
+                    small,
+                    ws,
+                    m.max_bytes / wl,
+                    large,
+                    wl
                 );
             }
             StoreSettings::Redis(r) => {

@@ -59,6 +59,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub cache: CacheSection,
     #[serde(default)]
+    pub memory: MemorySection,
+    #[serde(default)]
     pub upstream: Vec<Spanned<UpstreamSection>>,
     #[serde(default)]
     pub route: Vec<Spanned<RouteSection>>,
@@ -382,7 +384,8 @@ pub struct CacheSection {
     /// On by default with the Redis store; it only serves while Redis's invalidation stream
     /// (client-side caching, `CLIENT TRACKING`) is connected.
     pub enabled: bool,
-    /// Memory bound: the JSON of cached sessions plus a fixed overhead per entry.
+    /// Memory bound: what the cached sessions hold (parsed record, id, the cache's own
+    /// bookkeeping), as measured.
     pub max_bytes: u64,
     /// The longest an entry is served without asking Redis, even with no invalidation.
     #[serde(with = "humantime_serde")]
@@ -399,7 +402,24 @@ impl Default for CacheSection {
     }
 }
 
-/// 16 MiB: some 30 000 typical sessions.
+/// The embedded store (`store = "memory"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Memory bound: what the sessions held weigh (JSON, parsed record, ids, indexes). When
+    /// full, new sessions are refused (503 `store_full`); none is ever evicted.
+    pub max_bytes: u64,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        Self {
+            max_bytes: crate::store::DEFAULT_MEMORY_BYTES,
+        }
+    }
+}
+
+/// 16 MiB: some 5 000 typical sessions (a small login session weighs about 3 KB parsed).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// A safety net only: invalidations normally arrive within a millisecond.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);

@@ -122,7 +122,7 @@ impl Config {
         let server = Server::try_from(at.with(&f.server))?;
         let mut session = SessionSettings::try_from(at.with(&f.session))?;
         let store = match f.session.store {
-            file::StoreKind::Memory => StoreSettings::Memory,
+            file::StoreKind::Memory => StoreSettings::Memory(at.with(&f.memory).try_into()?),
             file::StoreKind::Redis => StoreSettings::Redis(at.with(&f.redis).try_into()?),
         };
         let cache = match (&store, f.cache.enabled) {

@@ -1,4 +1,5 @@
-//! `[redis]` and `[cache]`: where shared sessions live, and the local cache in front of them.
+//! `[redis]` and `[cache]`: where shared sessions live, and the local cache in front of them;
+//! `[memory]`: the embedded store's bound.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use super::file;
 use super::source::resolve_secret;
 use super::source::In;
 use super::ConfigError;
-use crate::store::{redact_url, CacheSettings, RedisSettings, SentinelSettings};
+use crate::store::{redact_url, CacheSettings, MemorySettings, RedisSettings, SentinelSettings};
 
 impl TryFrom<In<'_, file::RedisSection>> for RedisSettings {
     type Error = ConfigError;
@@ -130,6 +131,19 @@ impl TryFrom<In<'_, file::CacheSection>> for CacheSettings {
     }
 }
 
+impl TryFrom<In<'_, file::MemorySection>> for MemorySettings {
+    type Error = ConfigError;
+
+    fn try_from(In { at: m, src, .. }: In<'_, file::MemorySection>) -> Result<Self, ConfigError> {
+        if m.max_bytes < 65536 {
+            return Err(src.err("memory.max_bytes", 0..0, "must be at least 65536"));
+        }
+        Ok(MemorySettings {
+            max_bytes: m.max_bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::store::StoreSettings;
@@ -186,5 +200,30 @@ sentinel = { master = "m", nodes = ["redis://10.0.0.1:26379"] }"#,
         )
         .unwrap_err();
         assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn the_embedded_store_is_bounded_by_default_and_as_configured() {
+        let parse = |tail: &str| {
+            let toml = format!(
+                "[session]\nsecrets = [\"a test secret of some length\"]\n{tail}\n[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[route]]\npath = \"/\"\nupstream = \"a\"\nauth = \"public\"\n"
+            );
+            crate::Config::parse(&toml, "test.toml", &|_| None).map_err(|e| e.to_string())
+        };
+        let memory = |c: crate::Config| match c.store {
+            StoreSettings::Memory(m) => m.max_bytes,
+            _ => panic!("memory"),
+        };
+        assert_eq!(memory(parse("").unwrap()), 256 << 20);
+        let c = parse("[memory]\nmax_bytes = 1048576").unwrap();
+        assert!(
+            c.describe().contains("memory bound 1048576 bytes"),
+            "{}",
+            c.describe()
+        );
+        assert_eq!(memory(c), 1 << 20);
+        let e = parse("[memory]\nmax_bytes = 100").unwrap_err();
+        assert!(e.contains("test.toml:4: memory.max_bytes"), "{e}");
+        assert!(parse("[memory]\nmax_entries = 1").is_err());
     }
 }

@@ -18,6 +18,8 @@ use async_trait::async_trait;
 
 use crate::record::{id_prefix, ExpiryPolicy, SessionRecord};
 
+pub use self::cache::{entry_weight as cache_entry_weight, SessionCache};
+pub use self::memory::entry_weight as memory_entry_weight;
 pub use self::memory::MemoryStore;
 pub use self::redis::{redact_url, RedisSettings, RedisStore, SentinelSettings};
 use crate::metrics::Metrics;
@@ -28,7 +30,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Which store, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSettings {
-    Memory,
+    Memory(MemorySettings),
     Redis(RedisSettings),
 }
 
@@ -36,8 +38,26 @@ impl StoreSettings {
     /// How long a 503 asks clients to wait while the store is down.
     pub fn retry_after(&self) -> Duration {
         match self {
-            StoreSettings::Memory => DEFAULT_RETRY_AFTER,
+            StoreSettings::Memory(_) => DEFAULT_RETRY_AFTER,
             StoreSettings::Redis(r) => r.retry_after,
+        }
+    }
+}
+
+/// The `[memory]` settings (the embedded store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemorySettings {
+    /// What the sessions held may weigh together (see [`MemoryStore`]).
+    pub max_bytes: u64,
+}
+
+/// 256 MiB.
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MEMORY_BYTES,
         }
     }
 }
@@ -49,9 +69,13 @@ pub struct CacheSettings {
     pub ttl: Duration,
 }
 
-/// The store could not answer. This is never "no session": callers answer 503.
+/// The store could not answer, or would not take more. This is never "no session": callers
+/// answer 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The embedded store holds all it may (`[memory] max_bytes`): no new session fits.
+    #[error("the embedded session store is full ({0} bytes)")]
+    Full(u64),
     #[error("the session store did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the session store failed: {0}")]
@@ -247,7 +271,7 @@ pub fn cached(
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match settings {
-        StoreSettings::Memory => Arc::new(MemoryStore::new()),
+        StoreSettings::Memory(m) => Arc::new(MemoryStore::with_settings(m, metrics)),
         StoreSettings::Redis(r) => {
             Arc::new(RedisStore::new(r, prefix, index_prefix, cache, metrics)?)
         }

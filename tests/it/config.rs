@@ -93,7 +93,7 @@ fn defaults_fill_everything_else() {
     assert_eq!(c.session.prefix, "sess:");
     assert!(c.session.rolling);
     assert_eq!(c.session.idle_timeout.as_secs(), 86_400);
-    assert!(matches!(c.store, sessiongate::StoreSettings::Memory));
+    assert!(matches!(c.store, sessiongate::StoreSettings::Memory(_)));
     assert_eq!(c.session.cookie.same_site.map(|s| s.as_str()), Some("Lax"));
     assert!(c.session.cookie.http_only);
     assert_eq!(c.head.max_bytes, 32 * 1024);

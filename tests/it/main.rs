@@ -17,6 +17,7 @@ mod identity;
 mod interop;
 mod lifecycle;
 mod limits;
+mod memory_bound;
 mod observability;
 mod outage;
 mod protocols;

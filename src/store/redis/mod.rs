@@ -147,6 +147,17 @@ impl RedisStore {
             None => None,
             Some(c) => {
                 let cache = Arc::new(SessionCache::new(c, metrics.clone()));
+                metrics.on_scrape(Box::new({
+                    let cache = Arc::downgrade(&cache);
+                    let (bytes, entries) =
+                        (metrics.cache_bytes.clone(), metrics.cache_entries.clone());
+                    move || {
+                        if let Some(c) = cache.upgrade() {
+                            bytes.set(c.bytes() as i64);
+                            entries.set(c.entry_count() as i64);
+                        }
+                    }
+                }));
                 let (touches, rx) = mpsc::unbounded_channel();
                 Some(CacheParts {
                     tracking: Arc::new(Tracking {
@@ -395,14 +406,7 @@ impl RedisStore {
                     own if own > 0 => Duration::from_secs(own as u64),
                     _ => remaining,
                 };
-                cache.insert(
-                    sid,
-                    record.clone(),
-                    answer.json.len(),
-                    remaining,
-                    own,
-                    generation,
-                );
+                cache.insert(sid, record.clone(), remaining, own, generation);
             }
         }
         Ok(Some(Loaded {
