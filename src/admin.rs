@@ -87,16 +87,32 @@ impl AdminApi {
     async fn route(&self, method: &Method, path: &str) -> (StatusCode, Value) {
         // Only the leading slash goes: `/users/u/sessions/` has an empty fourth segment (an
         // empty id prefix), and must not read as `/users/u/sessions`.
-        let segments: Vec<String> = path
+        // Each segment decoded exactly: a user id names the index it names in the store (a
+        // string as it is, an integer as its exact decimal), so a segment that is not UTF-8
+        // once decoded names no one, rather than the user its replacement characters spell.
+        let segments: Option<Vec<String>> = path
             .strip_prefix('/')
             .unwrap_or(path)
             .split('/')
             .map(|s| {
                 percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
+                    .decode_utf8()
+                    .ok()
+                    .map(|c| c.into_owned())
             })
             .collect();
+        let Some(segments) = segments else {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "bad_path", "message": "a path segment is not UTF-8 once percent-decoded" }),
+            );
+        };
+        if segments.len() >= 3 && segments[0] == "users" && segments[1].is_empty() {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "bad_user", "message": "name a user" }),
+            );
+        }
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let sessions = (self.sessions)();
         let result = match (method, segs.as_slice()) {

@@ -156,6 +156,38 @@ async fn an_empty_or_short_id_prefix_revokes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_user_in_the_path_is_decoded_exactly_or_refused() {
+    let app = Upstream::start("app").await;
+    let gate = standard(GateBuilder::new().admin(TOKEN), &[&app]).start();
+    let admin = gate.admin.unwrap();
+    let mut c = gate.client();
+    // A user whose name is what lossy decoding makes of invalid UTF-8.
+    login(&mut c, "a\u{FFFD}", &[]).await;
+    for path in [
+        "/users/a%FF/sessions",
+        "/users/a%FE/sessions",
+        "/users//sessions",
+    ] {
+        let r = raw(admin, "DELETE", path, &[("authorization", &bearer(TOKEN))]).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+    }
+    assert_eq!(
+        c.get("/account/").await.status,
+        200,
+        "no one else was revoked"
+    );
+    let r = raw(
+        admin,
+        "DELETE",
+        "/users/a%EF%BF%BD/sessions",
+        &[("authorization", &bearer(TOKEN))],
+    )
+    .await;
+    assert_eq!(r.json()["revoked"], 1, "the exact spelling names the user");
+    assert_eq!(c.get("/account/").await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_sessions_cli_works_on_the_store_directly() {
     let redis = Redis::start();
     let app = Upstream::start("app").await;
