@@ -133,6 +133,7 @@ fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Rout
         issue_sessions: false,
         method_override: false,
         strip_session_cookie: false,
+        audience: "app".into(),
     }
 }
 
