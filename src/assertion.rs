@@ -264,3 +264,115 @@ fn safe_json(v: &Value) -> bool {
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const P256: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2
+OF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r
+1RTwjmYSi9R/zpBnuQ4EiMnCqfMPWiZqB4QdbAd0E7oH50VpuZ1P087G
+-----END PRIVATE KEY-----
+";
+    const ED25519: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+-----END PRIVATE KEY-----
+";
+
+    fn assertions(pem: &str, bind: bool) -> Assertions {
+        Assertions::new(AssertionSettings {
+            header: HeaderName::from_static(DEFAULT_HEADER),
+            keys: vec![SigningKey::from_pem(pem.as_bytes()).unwrap()],
+            issuer: "https://gate".into(),
+            ttl: Duration::from_secs(60),
+            claims: vec![("roles".into(), "/roles".into()), ("n".into(), "/n".into())],
+            bind_request: bind,
+        })
+    }
+
+    fn session(v: Value) -> SessionRecord {
+        SessionRecord::parse(&v.to_string()).unwrap()
+    }
+
+    const GET: Binding<'static> = Binding {
+        method: "GET",
+        url: "http://h/a",
+    };
+
+    fn claims(token: &str) -> Value {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn keys_are_read_with_their_rfc7638_thumbprint() {
+        let ec = SigningKey::from_pem(P256.as_bytes()).unwrap();
+        assert_eq!(ec.alg, Algorithm::ES256);
+        let ed = SigningKey::from_pem(ED25519.as_bytes()).unwrap();
+        assert_eq!(ed.alg, Algorithm::EdDSA);
+        for k in [&ec, &ed] {
+            let jwk = serde_json::to_value(&k.jwk).unwrap();
+            assert!(jwk.get("d").is_none());
+            // The thumbprint of the members RFC 7638 names, in its order.
+            let canonical = match k.alg {
+                Algorithm::EdDSA => json!({"crv": "Ed25519", "kty": "OKP", "x": jwk["x"]}),
+                _ => json!({"crv": "P-256", "kty": "EC", "x": jwk["x"], "y": jwk["y"]}),
+            };
+            let sha = Sha256::digest(canonical.to_string().as_bytes());
+            assert_eq!(k.kid, URL_SAFE_NO_PAD.encode(sha));
+            assert_eq!(jwk["kid"], k.kid.as_str());
+        }
+        assert!(SigningKey::from_pem(b"not a key").is_err());
+    }
+
+    #[test]
+    fn claims_follow_the_identity_rules() {
+        let a = assertions(ED25519, false);
+        let s = session(json!({"user": 42, "roles": ["a"], "n": 1234567890123456789u64}));
+        let t = a.assertion("sid", &s, "user", "app", &GET).unwrap();
+        let c = claims(&t);
+        assert_eq!(c["sub"], "42", "an integer user, as its text");
+        assert_eq!(c["roles"], json!(["a"]));
+        assert!(c.get("n").is_none(), "unsafe integers are refused");
+        assert_eq!(
+            c["sid_hash"],
+            URL_SAFE_NO_PAD.encode(Sha256::digest(b"sid")).as_str()
+        );
+        for user in [json!(""), json!(1e20), json!({"a": 1}), Value::Null] {
+            let s = session(json!({ "user": user }));
+            assert_eq!(
+                a.assertion("sid", &s, "user", "app", &GET).unwrap_err(),
+                Refused::NoUser
+            );
+        }
+    }
+
+    #[test]
+    fn unbound_tokens_are_reused_until_the_claims_change() {
+        let a = assertions(P256, false);
+        let s = session(json!({"user": "alice", "roles": ["a"]}));
+        let t1 = a.assertion("sid", &s, "user", "app", &GET).unwrap();
+        assert_eq!(a.assertion("sid", &s, "user", "app", &GET).unwrap(), t1);
+        assert_ne!(a.assertion("sid", &s, "user", "other", &GET).unwrap(), t1);
+        assert_ne!(a.assertion("sid2", &s, "user", "app", &GET).unwrap(), t1);
+        let changed = session(json!({"user": "alice", "roles": ["a", "admin"]}));
+        let t2 = a.assertion("sid", &changed, "user", "app", &GET).unwrap();
+        assert_ne!(t2, t1);
+        assert_eq!(claims(&t2)["roles"], json!(["a", "admin"]));
+    }
+
+    #[test]
+    fn bound_tokens_name_the_request_and_are_signed_each_time() {
+        let a = assertions(P256, true);
+        let s = session(json!({"user": "alice"}));
+        let t1 = a.assertion("sid", &s, "user", "app", &GET).unwrap();
+        let c = claims(&t1);
+        assert_eq!(
+            (c["htm"].as_str(), c["htu"].as_str()),
+            (Some("GET"), Some("http://h/a"))
+        );
+        assert_ne!(a.assertion("sid", &s, "user", "app", &GET).unwrap(), t1);
+    }
+}

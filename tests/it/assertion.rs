@@ -354,3 +354,38 @@ async fn a_bound_assertion_is_refused_for_another_request() {
     let next = c.get("/api/a").await.json();
     assert_ne!(next["claims"]["jti"], claims["jti"]);
 }
+
+#[test]
+fn config_errors_name_the_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(&dir, "k.pem", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let rsa = dir.path().join("rsa.pem");
+    std::fs::write(
+        &rsa,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let base = "[session]\nsecrets = [\"a long enough secret\"]\n\n[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:1\"]\n\n[[route]]\npath = \"/\"\nupstream = \"app\"\nauth = \"required\"\n\n[identity.assertion]\nissuer = \"https://gate\"\n";
+    let parse = |extra: &str| {
+        sessiongate::Config::parse(&format!("{base}{extra}"), "p.toml", &|_| None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(parse(&format!("key = \"file:{key}\"")), Ok(()));
+    let err = |extra: &str| parse(extra).unwrap_err();
+    assert!(err("").contains("identity.assertion.key"), "{}", err(""));
+    let e = err(&format!("key = \"file:{}\"", rsa.display()));
+    assert!(e.starts_with("p.toml:15: identity.assertion.key"), "{e}");
+    let e = err(&format!("key = \"file:{key}\"\nkeys = [\"file:{key}\"]"));
+    assert!(e.contains("not both"), "{e}");
+    let e = err(&format!("keys = [\"file:{key}\", \"file:/nonexistent\"]"));
+    assert!(e.contains("identity.assertion.keys[1]"), "{e}");
+    let e = err(&format!(
+        "key = \"file:{key}\"\nclaims = {{ sub = \"/user\" }}"
+    ));
+    assert!(e.contains("identity.assertion.claims.sub"), "{e}");
+    let e = err(&format!("key = \"file:{key}\"\nttl = \"1s\""));
+    assert!(e.contains("identity.assertion.ttl"), "{e}");
+    let e = err(&format!("key = \"file:{key}\"\nsecret = 1"));
+    assert!(e.contains("secret"), "{e}");
+}
