@@ -396,6 +396,9 @@ impl ProxyHttp for Gate {
                     let value = http::HeaderValue::from_str(&token).expect("a JWT is ASCII");
                     upstream.insert_header(assertions.settings.header.clone(), value)?;
                 }
+                // A session without a user (an anonymous one on an optional route) has no
+                // one to assert.
+                Err(crate::assertion::Refused::NoUser) => {}
                 Err(why) => {
                     self.metrics.identity_refused.inc();
                     tracing::warn!(reason = ?why, "no assertion for this session; header not sent");
