@@ -133,6 +133,7 @@ fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Rout
         issue_sessions: false,
         method_override: false,
         strip_session_cookie: false,
+        audience: "app".into(),
     }
 }
 
@@ -236,6 +237,7 @@ fn identity(c: &mut Criterion) {
             ),
         ],
         strip: vec!["x-forwarded-user".into(), "x-remote-user".into()],
+        assertion: None,
     });
     let mut fields = Map::new();
     fields.insert("user".into(), json!("alice"));
@@ -306,12 +308,70 @@ fn identity(c: &mut Criterion) {
     g.finish();
 }
 
+/// `[identity.assertion]`: signing per request (ES256, EdDSA; what `bind_request` costs), and
+/// the cached lookup an unbound assertion takes on a session's later requests.
+fn assertion(c: &mut Criterion) {
+    use sessiongate::hot_path::{AssertionSettings, Assertions, Binding, SigningKey};
+    let session = SessionRecord::parse(
+        &serde_json::json!({"cookie": {"originalMaxAge": 3600000}, "user": "alice",
+            "roles": ["reader", "admin"], "email": "alice@example.com"})
+        .to_string(),
+    )
+    .unwrap();
+    let request = Binding {
+        method: "GET",
+        url: "https://app.example.com/api/items/42",
+    };
+    let sid = "Xy3kq0b1cC9gq4yN0kZr1l2m3n4o5p6q";
+    let mut g = c.benchmark_group("assertion");
+    g.throughput(Throughput::Elements(1));
+    for (name, alg) in [
+        ("es256", &rcgen::PKCS_ECDSA_P256_SHA256),
+        ("eddsa", &rcgen::PKCS_ED25519),
+    ] {
+        let pem = rcgen::KeyPair::generate_for(alg).unwrap().serialize_pem();
+        let assertions = |bind_request| {
+            Assertions::new(AssertionSettings {
+                header: http::HeaderName::from_static("x-session-assertion"),
+                keys: vec![SigningKey::from_pem(pem.as_bytes()).unwrap()],
+                issuer: "https://gate.example.com".into(),
+                ttl: Duration::from_secs(60),
+                claims: vec![
+                    ("roles".into(), "/roles".into()),
+                    ("email".into(), "/email".into()),
+                ],
+                bind_request,
+            })
+        };
+        let bound = assertions(true);
+        g.bench_function(format!("sign/{name}"), |b| {
+            b.iter(|| {
+                bound
+                    .assertion(black_box(sid), &session, "user", "app", &request)
+                    .unwrap()
+            })
+        });
+        let unbound = assertions(false);
+        unbound
+            .assertion(sid, &session, "user", "app", &request)
+            .unwrap();
+        g.bench_function(format!("cached/{name}"), |b| {
+            b.iter(|| {
+                unbound
+                    .assertion(black_box(sid), &session, "user", "app", &request)
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .without_plots();
-    targets = cookie, routing, identity
+    targets = cookie, routing, identity, assertion
 }
 criterion_main!(benches);

@@ -5,6 +5,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 `{"status":"ok"}` while the process serves (no token) |
+//! | `GET /.well-known/jwks.json` | the public keys of `[identity.assertion]`, each with its `kid` (no token); 404 without assertions |
 //! | `GET /readyz` | 200 when ready for traffic; 503 while the store is down or draining (no token) |
 //! | `GET /sessions/count` | `{"count": n}` |
 //! | `GET /metrics` | Prometheus text: requests, latencies, sessions, upstream health, cache ([`crate::metrics`]) |
@@ -54,6 +55,8 @@ pub struct AdminApi {
     draining: Arc<Draining>,
     /// The store's last readiness answer, shared by every probe.
     store_check: StoreCheck,
+    /// The running config's JWKS (`[identity.assertion]`), if any.
+    jwks: Box<dyn Fn() -> Option<Arc<[u8]>> + Send + Sync>,
     /// SHA-256 of the token, so that the comparison takes the same time whatever its length.
     token_hash: [u8; 32],
 }
@@ -65,8 +68,10 @@ impl AdminApi {
         metrics: Arc<Metrics>,
         pools: Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>,
         draining: Arc<Draining>,
+        jwks: Box<dyn Fn() -> Option<Arc<[u8]>> + Send + Sync>,
     ) -> Self {
         Self {
+            jwks,
             sessions,
             metrics,
             pools,
@@ -176,6 +181,22 @@ fn store_failed(e: &StoreError) -> (StatusCode, Value) {
 impl ServeHttp for AdminApi {
     async fn response(&self, http: &mut ServerSession) -> Response<Vec<u8>> {
         let req = http.req_header();
+        if req.method == Method::GET && req.uri.path() == "/.well-known/jwks.json" {
+            // Public keys only: no token, and caches may keep it a little while (a rotation
+            // publishes the next key before it signs).
+            return match (self.jwks)() {
+                Some(body) => Response::builder()
+                    .header("content-type", "application/jwk-set+json")
+                    .header("cache-control", "public, max-age=300")
+                    .header("content-length", body.len())
+                    .body(body.to_vec())
+                    .expect("static headers are valid"),
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({ "error": "not_found", "message": "no [identity.assertion] is configured" }),
+                ),
+            };
+        }
         if req.method == Method::GET {
             let probe = match req.uri.path() {
                 "/healthz" => Some((200, json!({ "status": "ok" }))),

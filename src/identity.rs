@@ -36,6 +36,8 @@ pub struct IdentitySettings {
     pub headers: Vec<(HeaderName, String)>,
     /// Extra header names removed from client requests, in canonical form.
     pub strip: Vec<String>,
+    /// `[identity.assertion]`: its header is stripped from clients like the others.
+    pub assertion: Option<crate::assertion::AssertionSettings>,
 }
 
 /// Headers that only the gate and its upstreams may speak: clients never get to send them.
@@ -101,6 +103,12 @@ impl Identity {
                 .map(|(h, _)| canonical_header_name(h.as_str())),
         );
         strip.extend(settings.strip.iter().cloned());
+        // The assertion's header, and the default one whatever the config names, so that no
+        // client copy ever reaches an upstream.
+        strip.push(crate::assertion::DEFAULT_HEADER.to_string());
+        if let Some(a) = &settings.assertion {
+            strip.push(canonical_header_name(a.header.as_str()));
+        }
         strip.sort();
         strip.dedup();
         Self {
@@ -236,6 +244,7 @@ mod tests {
                 (HeaderName::from_static("x-user-id"), "/id".into()),
             ],
             strip: vec!["x-forwarded-user".into()],
+            assertion: None,
         })
     }
 
@@ -254,6 +263,7 @@ mod tests {
             ("X-HTTP-Method-Override", "DELETE"),
             ("x-http-method", "DELETE"),
             ("X_Method_Override", "DELETE"),
+            ("x_session_ASSERTION", "forged"),
             ("x-keep", "e"),
         ] {
             req.append_header(k.to_string(), v).unwrap();

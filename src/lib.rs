@@ -18,6 +18,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
+pub(crate) mod assertion;
 pub(crate) mod config;
 pub(crate) mod connections;
 pub(crate) mod cookie;
@@ -52,6 +53,7 @@ pub use store::StoreSettings;
 /// The per-request building blocks the proxy calls, for the hot-path benches: the benches
 /// measure these very functions, not copies of them.
 pub mod hot_path {
+    pub use crate::assertion::{AssertionSettings, Assertions, Binding, SigningKey};
     pub use crate::cookie::{decode_value, encode_value, values, CookiePolicy, SameSite, Secure};
     pub use crate::identity::{Identity, IdentitySettings};
     pub use crate::path::{normalize_path, PathPolicy};

@@ -42,6 +42,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
 use crate::access_log::{AccessLog, Auth, Entry};
+use crate::assertion::Binding;
 use crate::cookie::Secure;
 use crate::directives::{self, Action};
 use crate::error::RequestError;
@@ -366,6 +367,44 @@ impl ProxyHttp for Gate {
             client.write(upstream, host.as_deref());
         }
         upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        if let (Some(assertions), Some(active)) = (&rt.assertions, &ctx.active) {
+            let url = format!(
+                "{}://{}{}",
+                if ctx.client.as_ref().is_some_and(|c| c.https) {
+                    "https"
+                } else {
+                    "http"
+                },
+                host.as_deref().unwrap_or_default(),
+                ctx.path
+                    .as_ref()
+                    .expect("routed in request_filter")
+                    .upstream,
+            );
+            let binding = Binding {
+                method: upstream.method.as_str(),
+                url: &url,
+            };
+            match assertions.assertion(
+                &active.sid,
+                &active.record,
+                &rt.sessions.settings.user_field,
+                &route.audience,
+                &binding,
+            ) {
+                Ok(token) => {
+                    let value = http::HeaderValue::from_str(&token).expect("a JWT is ASCII");
+                    upstream.insert_header(assertions.settings.header.clone(), value)?;
+                }
+                // A session without a user (an anonymous one on an optional route) has no
+                // one to assert.
+                Err(crate::assertion::Refused::NoUser) => {}
+                Err(why) => {
+                    self.metrics.identity_refused.inc();
+                    tracing::warn!(reason = ?why, "no assertion for this session; header not sent");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -30,6 +30,8 @@ pub struct Route {
     pub method_override: bool,
     /// The session cookie is removed from the upstream request.
     pub strip_session_cookie: bool,
+    /// The assertion's `aud` on this route (the upstream's name unless configured).
+    pub audience: String,
 }
 
 /// `example.com` or `*.example.com` (any subdomain, not the apex).
@@ -246,6 +248,7 @@ mod tests {
             issue_sessions: false,
             method_override: false,
             strip_session_cookie: false,
+            audience: "app".into(),
         }
     }
 

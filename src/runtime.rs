@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::assertion::Assertions;
 use crate::config::Config;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Identity;
@@ -36,6 +37,8 @@ pub struct Runtime {
     pub pools: Vec<Arc<Pool>>,
     pub sessions: Sessions,
     pub identity: Identity,
+    /// `[identity.assertion]`, with its cache of unbound tokens.
+    pub assertions: Option<Assertions>,
     pub path_policy: PathPolicy,
     pub trusted_proxies: TrustedProxies,
     /// What a 503 tells clients to wait, in seconds.
@@ -51,6 +54,7 @@ impl Runtime {
             pools,
             sessions: Sessions::new(config.session.clone(), store),
             identity: Identity::new(&config.identity),
+            assertions: config.identity.assertion.clone().map(Assertions::new),
             path_policy: config.path_policy,
             trusted_proxies: config.trusted_proxies.clone(),
             retry_after_secs: config.store.retry_after().as_secs().max(1).to_string(),

@@ -187,6 +187,10 @@ impl GateServer {
                     move || current.load().pools.clone()
                 }),
                 draining.clone(),
+                Box::new({
+                    let current = current.clone();
+                    move || current.load().assertions.as_ref().map(|a| a.jwks())
+                }),
             );
             let mut service =
                 pingora::services::listening::Service::new("sessiongate admin".into(), api);

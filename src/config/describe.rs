@@ -221,6 +221,30 @@ impl Config {
         for (h, p) in &self.identity.headers {
             let _ = writeln!(o, "  {h} <- session{p}");
         }
+        if let Some(a) = &self.identity.assertion {
+            let kids: Vec<String> = a
+                .keys
+                .iter()
+                .map(|k| format!("{:?} {}", k.alg, k.kid))
+                .collect();
+            let _ = writeln!(
+                o,
+                "assertion: {} (iss {}, ttl {}s{}), signed by {}; published: {}",
+                a.header,
+                a.issuer,
+                a.ttl.as_secs(),
+                if a.bind_request {
+                    ", bound to the request"
+                } else {
+                    ""
+                },
+                kids[0],
+                kids.join(", "),
+            );
+            for (name, p) in &a.claims {
+                let _ = writeln!(o, "  claim {name} <- session{p}");
+            }
+        }
         let _ = writeln!(o, "upstreams:");
         for u in &self.upstreams {
             let servers: Vec<String> = u.servers.iter().map(|s| s.to_string()).collect();

@@ -444,6 +444,37 @@ pub struct IdentitySection {
     pub headers: BTreeMap<String, Spanned<String>>,
     /// More header names that are removed from every client request and never injected.
     pub strip: Vec<Spanned<String>>,
+    /// A signed JWT per proxied request.
+    pub assertion: Option<Spanned<AssertionSection>>,
+}
+
+/// `[identity.assertion]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionSection {
+    #[serde(default = "default_assertion_header")]
+    pub header: Spanned<String>,
+    /// `file:/path` of a PKCS#8 PEM private key (or `env:NAME`).
+    pub key: Option<Spanned<String>>,
+    /// During rotation: the first signs, all are published.
+    #[serde(default)]
+    pub keys: Vec<Spanned<String>>,
+    pub issuer: Spanned<String>,
+    #[serde(default = "default_assertion_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Claim name -> JSON pointer into the session.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub bind_request: bool,
+}
+
+fn default_assertion_header() -> Spanned<String> {
+    Spanned::new(0..0, "X-Session-Assertion".into())
+}
+
+fn default_assertion_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Deserialize)]
@@ -509,6 +540,8 @@ pub struct RouteSection {
     /// stay): the upstream never holds the bearer secret.
     #[serde(default)]
     pub strip_session_cookie: bool,
+    /// The `aud` of `[identity.assertion]` tokens on this route; the upstream's name if unset.
+    pub audience: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {

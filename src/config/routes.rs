@@ -9,8 +9,9 @@ use toml::Spanned;
 
 use super::file::{self, AuthSetting};
 use super::normalize_path;
-use super::source::{header_name, redirect_target, In};
+use super::source::{header_name, redirect_target, resolve_secret, In};
 use super::ConfigError;
+use crate::assertion::{AssertionSettings, SigningKey};
 use crate::identity::{canonical_header_name, IdentitySettings};
 use crate::routes::{AuthMode, HostPattern, Route};
 use crate::upstreams::{ServerName, UpstreamSettings};
@@ -18,7 +19,9 @@ use crate::upstreams::{ServerName, UpstreamSettings};
 impl TryFrom<In<'_, file::IdentitySection>> for IdentitySettings {
     type Error = ConfigError;
 
-    fn try_from(In { at: i, src, .. }: In<'_, file::IdentitySection>) -> Result<Self, ConfigError> {
+    fn try_from(
+        In { at: i, src, env }: In<'_, file::IdentitySection>,
+    ) -> Result<Self, ConfigError> {
         let mut out = IdentitySettings::default();
         for (name, pointer) in &i.headers {
             let key = format!("identity.headers.\"{name}\"");
@@ -38,9 +41,97 @@ impl TryFrom<In<'_, file::IdentitySection>> for IdentitySettings {
             header_name(src, &key, name.get_ref(), name.span())?;
             out.strip.push(canonical_header_name(name.get_ref()));
         }
+        if let Some(a) = &i.assertion {
+            out.assertion = Some(assertion(src, env, a)?);
+        }
         Ok(out)
     }
 }
+
+fn assertion(
+    src: &super::source::Source,
+    env: &dyn Fn(&str) -> Option<String>,
+    a: &Spanned<file::AssertionSection>,
+) -> Result<AssertionSettings, ConfigError> {
+    let (span, a) = (a.span(), a.get_ref());
+    let header = header_name(
+        src,
+        "identity.assertion.header",
+        a.header.get_ref(),
+        a.header.span(),
+    )?;
+    let specs: Vec<(String, &Spanned<String>)> = match (&a.key, a.keys.as_slice()) {
+        (Some(k), []) => vec![("identity.assertion.key".into(), k)],
+        (None, ks) if !ks.is_empty() => ks
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("identity.assertion.keys[{i}]"), k))
+            .collect(),
+        (Some(k), _) => {
+            return Err(src.err(
+                "identity.assertion.keys",
+                k.span(),
+                "set key or keys, not both",
+            ))
+        }
+        (None, _) => {
+            return Err(src.err(
+                "identity.assertion.key",
+                span,
+                "a signing key is needed: key = \"file:/path/to/key.pem\"",
+            ))
+        }
+    };
+    let mut keys = Vec::new();
+    for (key, spec) in specs {
+        let pem = resolve_secret(spec.get_ref(), env)
+            .map_err(|m| src.err(key.as_str(), spec.span(), m))?;
+        let k = SigningKey::from_pem(&pem).map_err(|m| src.err(key.as_str(), spec.span(), m))?;
+        keys.push(k);
+    }
+    if a.issuer.get_ref().is_empty() {
+        return Err(src.err(
+            "identity.assertion.issuer",
+            a.issuer.span(),
+            "must not be empty",
+        ));
+    }
+    if a.ttl < Duration::from_secs(2) {
+        return Err(src.err("identity.assertion.ttl", span, "must be at least 2s"));
+    }
+    let mut claims = Vec::new();
+    for (name, pointer) in &a.claims {
+        let key = format!("identity.assertion.claims.{name}");
+        if RESERVED_CLAIMS.contains(&name.as_str()) {
+            return Err(src.err(
+                key,
+                pointer.span(),
+                format!("`{name}` is a claim the gate sets"),
+            ));
+        }
+        if !pointer.get_ref().starts_with('/') {
+            return Err(src.err(
+                key,
+                pointer.span(),
+                "a JSON pointer starts with /, like \"/roles\"",
+            ));
+        }
+        claims.push((name.clone(), pointer.get_ref().clone()));
+    }
+    Ok(AssertionSettings {
+        header,
+        keys,
+        issuer: a.issuer.get_ref().clone(),
+        ttl: a.ttl,
+        claims,
+        bind_request: a.bind_request,
+    })
+}
+
+/// Claims the gate sets itself.
+const RESERVED_CLAIMS: &[&str] = &[
+    "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid_hash", "htm", "htu",
+];
 
 impl TryFrom<In<'_, [Spanned<file::UpstreamSection>]>> for Vec<UpstreamSettings> {
     type Error = ConfigError;
@@ -220,6 +311,13 @@ impl TryFrom<In<'_, RouteInput<'_>>> for Vec<Route> {
                 issue_sessions: r.issue_sessions,
                 method_override: r.method_override,
                 strip_session_cookie: r.strip_session_cookie,
+                audience: match &r.audience {
+                    Some(a) if a.get_ref().is_empty() => {
+                        return Err(src.err(key("audience"), a.span(), "must not be empty"));
+                    }
+                    Some(a) => a.get_ref().clone(),
+                    None => input.upstreams[upstream].name.clone(),
+                },
             };
             if out.iter().any(|o| {
                 o.prefix == route.prefix && o.host == route.host && o.methods == route.methods

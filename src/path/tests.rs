@@ -227,6 +227,7 @@ mod properties {
             issue_sessions: false,
             method_override: false,
             strip_session_cookie: false,
+            audience: "app".into(),
         };
         RouteTable::new(
             vec![

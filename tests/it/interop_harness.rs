@@ -392,3 +392,31 @@ impl Python {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The JWT-verifying upstream
+
+/// A Node upstream that verifies every request's assertion with `jose` against a JWKS URL
+/// (`tests/interop/jwt_upstream.mjs`): 200 `{"ok": true, "claims", "protectedHeader",
+/// "url", "token"}` or `{"ok": false, "code"}` (jose's error code).
+pub struct JwtUpstream {
+    pub server: ChildServer,
+    pub addr: SocketAddr,
+}
+
+impl JwtUpstream {
+    pub fn start(jwks_url: &str, issuer: &str, audience: &str) -> Self {
+        ensure_npm_ci();
+        let mut cmd = Command::new("node");
+        cmd.arg(interop_dir().join("jwt_upstream.mjs"))
+            .env("PORT", "0")
+            .env("JWKS_URL", jwks_url)
+            .env("ISSUER", issuer)
+            .env("AUDIENCE", audience);
+        let server = ChildServer::spawn("the JWT-verifying node upstream", cmd);
+        JwtUpstream {
+            addr: server.addr,
+            server,
+        }
+    }
+}

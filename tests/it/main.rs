@@ -5,6 +5,7 @@ mod harness;
 mod interop_harness;
 
 mod admin;
+mod assertion;
 mod attacks;
 mod cache;
 mod cluster;
