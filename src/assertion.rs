@@ -133,6 +133,13 @@ pub struct Binding<'a> {
     pub url: &'a str,
 }
 
+/// The URL an assertion is bound to (`htu`): the scheme the client used, the host and the
+/// canonical path, without the query (as DPoP's `htu`).
+pub fn request_url(https: bool, host: &str, path: &str) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}{path}")
+}
+
 /// Why no assertion was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {

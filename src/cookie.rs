@@ -48,6 +48,18 @@ pub enum Secure {
     Auto,
 }
 
+impl Secure {
+    /// Whether a cookie for a client that reached the gate (or its edge) over HTTPS or not
+    /// gets `Secure`.
+    pub fn applies(self, https: bool) -> bool {
+        match self {
+            Secure::Always => true,
+            Secure::Never => false,
+            Secure::Auto => https,
+        }
+    }
+}
+
 /// The `[session.cookie]` settings: the attributes of cookies the gate makes.
 #[derive(Debug, Clone)]
 pub struct CookiePolicy {

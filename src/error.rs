@@ -27,6 +27,10 @@ pub enum RequestError {
     MethodOverride(String),
     #[error("a compressed form body where a `_method` field could move the request")]
     FormEncoding,
+    #[error("forward-auth: a `_method` field in the body the gate does not see could move this request to another route")]
+    BodyUnseen,
+    #[error("forward-auth asked by {0}, which is not in forward_auth.trusted")]
+    UntrustedCaller(String),
     #[error("a session token comes with other Authorization credentials")]
     MixedCredentials,
     #[error("no route serves this request")]
@@ -90,7 +94,10 @@ impl RequestError {
             | Self::MixedCredentials
             | Self::Client(_) => 400,
             Self::Unauthenticated => 401,
-            Self::CrossSiteLogout | Self::TooManySessions => 403,
+            Self::CrossSiteLogout
+            | Self::TooManySessions
+            | Self::BodyUnseen
+            | Self::UntrustedCaller(_) => 403,
             Self::NoRoute => 404,
             Self::LogoutMethod => 405,
             Self::HeadTimeout => 408,
@@ -119,6 +126,8 @@ impl RequestError {
             Self::LogoutMethod => "method_not_allowed",
             Self::CrossSiteLogout => "cross_site",
             Self::TooManySessions => "too_many_sessions",
+            Self::BodyUnseen => "body_unchecked",
+            Self::UntrustedCaller(_) => "forbidden",
             Self::Internal(_) => "internal_error",
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => "bad_gateway",
             Self::Store(_) => "store_unavailable",
@@ -147,6 +156,8 @@ impl RequestError {
             Self::TooManySessions => {
                 "this account has too many sessions; log out of another one first"
             }
+            Self::BodyUnseen => "this request must come through the gate's proxy",
+            Self::UntrustedCaller(_) => "forward-auth answers only its trusted edges",
             Self::Internal(_) => "the request could not be served",
             Self::Directive(_) | Self::NoHealthyUpstream(_) | Self::Upstream(_) => {
                 "the upstream is unavailable"
@@ -203,6 +214,9 @@ impl RequestError {
             return;
         }
         match self.status() {
+            _ if matches!(self, Self::UntrustedCaller(_)) => {
+                tracing::warn!(request_id, status = self.status(), error = %self, "forward-auth request refused")
+            }
             500..=599 => {
                 tracing::warn!(request_id, status = self.status(), error = %self, "request failed")
             }

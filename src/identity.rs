@@ -141,24 +141,45 @@ impl Identity {
     /// Adds the configured headers from the session, encoded (see the module's comment).
     /// Returns how many values could not be represented and were not sent (each logged).
     pub fn inject(&self, session: &SessionRecord, req: &mut RequestHeader) -> usize {
-        let mut refused = 0;
-        for (name, pointer) in &self.inject {
-            let value = match session.pointer(pointer) {
-                None | Some(Value::Null) => continue,
-                Some(v) => v,
-            };
-            match render(value) {
-                Ok(text) => {
-                    let value = HeaderValue::from_str(&text).expect("encoded as visible ASCII");
-                    let _ = req.insert_header(name.clone(), value);
-                }
-                Err(why) => {
-                    refused += 1;
-                    tracing::warn!(header = %name, reason = why.0, "session value cannot be sent as an identity header; header not sent");
-                }
+        let (values, refused) = self.values(Some(session));
+        for (name, value) in values {
+            if let Some(value) = value {
+                let _ = req.insert_header(name.clone(), value);
             }
         }
         refused
+    }
+
+    /// Every configured header with the session's value for it, `None` where the session has
+    /// none (or there is no session, or its value cannot be sent: those are logged and
+    /// counted in the second part).
+    pub fn values(
+        &self,
+        session: Option<&SessionRecord>,
+    ) -> (Vec<(&HeaderName, Option<HeaderValue>)>, usize) {
+        let mut refused = 0;
+        let values = self
+            .inject
+            .iter()
+            .map(|(name, pointer)| {
+                let value = match session.and_then(|s| s.pointer(pointer)) {
+                    None | Some(Value::Null) => return (name, None),
+                    Some(v) => v,
+                };
+                match render(value) {
+                    Ok(text) => (
+                        name,
+                        Some(HeaderValue::from_str(&text).expect("encoded as visible ASCII")),
+                    ),
+                    Err(why) => {
+                        refused += 1;
+                        tracing::warn!(header = %name, reason = why.0, "session value cannot be sent as an identity header; header not sent");
+                        (name, None)
+                    }
+                }
+            })
+            .collect();
+        (values, refused)
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Metrics {
     /// `sessiongate_refusals_total{reason}`: requests refused by a limit, by reason
     /// (`too_many_sessions`, …).
     pub refusals: IntCounterVec,
+    /// `sessiongate_forward_auth_requests_total{edge,status}`: forward-auth answers, by the
+    /// endpoint asked (`nginx`, `forwarded`, `envoy`, `none`) and status.
+    pub forward_auth: IntCounterVec,
     /// `sessiongate_upstream_server_up{upstream,server}`, read from the pools at each scrape.
     upstream_up: IntGaugeVec,
     /// Access-log lines dropped because stdout did not keep up.
@@ -150,6 +153,17 @@ impl Default for Metrics {
                         "Requests refused by a limit, by reason.",
                     ),
                     &["reason"],
+                )
+                .expect("valid"),
+            ),
+            forward_auth: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sessiongate_forward_auth_requests_total",
+                        "Forward-auth answers, by endpoint and status.",
+                    ),
+                    &["edge", "status"],
                 )
                 .expect("valid"),
             ),

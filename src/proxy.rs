@@ -1,10 +1,10 @@
 //! The request path through the gate, top to bottom:
 //!
-//! 1. `request_filter`: check the request target, method, Host and credentials and
-//!    canonicalise the path (400 on anything ambiguous), answer the logout path, pick the
-//!    route (404 when none), and for non-public routes verify the cookie or token and load
-//!    the session, touching it. Store down: 503. No session on a required route: 401 or a
-//!    login redirect.
+//! 1. `request_filter`: the request decision ([`crate::decide`], the same one forward-auth
+//!    takes): the canonical target (400 on anything ambiguous), the logout path, the route
+//!    (404 when none), and on routes that are not public the session, verified, loaded and
+//!    touched. Store down: 503. No session on a required route: 401 or a login redirect.
+//!    What the decision says is answered here; a request that passes goes on.
 //! 2. `upstream_peer`: the next healthy server of the route's pool (any server when none is
 //!    healthy; another one for the single retry of `fail_to_connect`/`error_while_proxy`).
 //! 3. `upstream_request_filter`: strip client-sent identity, internal, forwarded-host and
@@ -24,7 +24,7 @@
 //! taken over, by `fail_to_proxy`) through the same rendering.
 //!
 //! This file is longer than most on purpose: it is the whole request path, and reads as one
-//! piece. What each phase decides lives elsewhere ([`crate::request`] reads the request,
+//! piece. What each phase decides lives elsewhere ([`crate::decide`] decides the request,
 //! [`crate::sessions`] carries out session work, [`crate::error`] names every failure);
 //! what stays here is the transport: headers in, headers out.
 
@@ -43,27 +43,23 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::access_log::{AccessLog, Auth, Entry};
 use crate::assertion::Binding;
-use crate::cookie::Secure;
+use crate::decide::{Decided, Decider, Front, Verdict};
 use crate::directives::{self, Action};
 use crate::error::RequestError;
 use crate::forwarded::ClientView;
 use crate::method_override::{BodyScan, Routed};
 use crate::metrics::Metrics;
-use crate::path::NormalPath;
-use crate::record::{id_prefix, ClientInfo};
-use crate::request::{cross_site, Target};
+use crate::record::ClientInfo;
 use crate::request_id;
 use crate::respond::Reply;
-use crate::routes::AuthMode;
 use crate::runtime::Runtime;
 use crate::sessions::{Active, Delivery, Grant, Via};
-use crate::store::OutageLog;
 
 pub struct Gate {
     /// What requests are served with; a reload swaps it, and each request keeps the one it
     /// started with.
     current: Arc<ArcSwap<Runtime>>,
-    outage: OutageLog,
+    decider: Arc<Decider>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
 }
@@ -76,21 +72,12 @@ pub struct RequestCtx {
     start: Instant,
     /// `X-Request-Id`: a trusted proxy's, or a new one.
     request_id: String,
-    /// How the session was settled; `None` before a route was chosen.
-    auth: Option<Auth>,
-    /// The first characters of the session id the request carried (never the whole id).
-    session_prefix: Option<String>,
+    /// What the decision learned: the canonical target, the route, how the session was
+    /// settled.
+    decided: Decided,
     /// The first connection attempt to an upstream, and the end of its answer.
     upstream_start: Option<Instant>,
     upstream_end: Option<Instant>,
-    route: Option<usize>,
-    path: Option<NormalPath>,
-    /// The query, as the client sent it.
-    query: Option<String>,
-    /// The authority of an absolute-form target: the upstream's `Host`, as routed on.
-    authority: Option<String>,
-    /// The host routed on (lower case, no port).
-    host: Option<String>,
     /// Where a `_method` body field could move the request: the scan of its body.
     body_scan: Option<BodyScan>,
     /// Why the request failed in a phase after `request_filter`, for `fail_to_proxy`.
@@ -113,12 +100,13 @@ pub struct RequestCtx {
 impl Gate {
     pub fn new(
         current: Arc<ArcSwap<Runtime>>,
+        decider: Arc<Decider>,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
     ) -> Self {
         Self {
             current,
-            outage: OutageLog::default(),
+            decider,
             metrics,
             access_log,
         }
@@ -134,15 +122,9 @@ impl ProxyHttp for Gate {
             rt: self.current.load_full(),
             start: Instant::now(),
             request_id: request_id::generate(),
-            auth: None,
-            session_prefix: None,
+            decided: Decided::default(),
             upstream_start: None,
             upstream_end: None,
-            route: None,
-            path: None,
-            query: None,
-            authority: None,
-            host: None,
             body_scan: None,
             error: None,
             client: None,
@@ -173,76 +155,41 @@ impl ProxyHttp for Gate {
             tls,
             &rt.trusted_proxies,
         ));
-        let req = session.req_header();
-        let target = match Target::read(req, &rt.path_policy, &rt.sessions) {
-            Ok(Some(t)) => t,
-            Ok(None) => {
+        let verdict = self
+            .decider
+            .decide(&rt, session.req_header(), Front::Proxy, &mut ctx.decided)
+            .await;
+        match verdict {
+            Verdict::Pass { active, body_scan } => {
+                ctx.active = active;
+                ctx.body_scan = body_scan;
+                Ok(false)
+            }
+            Verdict::Login(Some(location)) => {
+                let reply = Reply::new(302)
+                    .header("location", location)
+                    .header("cache-control", "no-store");
+                self.answer(session, ctx, reply).await
+            }
+            Verdict::Login(None) => {
+                self.refuse(session, ctx, RequestError::Unauthenticated)
+                    .await
+            }
+            Verdict::Refuse(e) => self.refuse(session, ctx, e).await,
+            Verdict::Logout => self.logout(session, ctx).await,
+            Verdict::Server => {
                 // `OPTIONS *` asks about the server; the gate answers for it.
                 let reply =
                     Reply::new(200).header("allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
-                return self.answer(session, ctx, reply).await;
+                self.answer(session, ctx, reply).await
             }
-            Err(e) => return self.refuse(session, ctx, e).await,
-        };
-        // The path as the upstream would get it: what the access log shows.
-        ctx.path = Some(target.path);
-        let target_path = ctx.path.as_ref().expect("just set");
-        if rt.sessions.settings.logout_path.as_deref() == Some(target_path.matched.as_str()) {
-            return self.logout(session, ctx).await;
-        }
-        let req = session.req_header();
-        let Some(index) = rt
-            .routes
-            .find(target.host.as_deref(), &req.method, &target_path.matched)
-        else {
-            return self.refuse(session, ctx, RequestError::NoRoute).await;
-        };
-        let routed = Routed {
-            routes: &rt.routes,
-            index,
-            host: target.host.as_deref(),
-            path: &target_path.matched,
-        };
-        let checked = routed
-            .check_head(req, target.query.as_deref())
-            .and_then(|()| routed.body_scan(req));
-        match checked {
-            Ok(scan) => ctx.body_scan = scan,
-            Err(e) => return self.refuse(session, ctx, e).await,
-        }
-        let route = rt.routes.get(index);
-        ctx.route = Some(index);
-        ctx.query = target.query;
-        ctx.authority = target.authority;
-        ctx.host = target.host;
-        if route.auth == AuthMode::Public {
-            ctx.auth = Some(Auth::Public);
-            return Ok(false);
-        }
-
-        let loaded = match self.lookup(session, ctx).await {
-            Ok(loaded) => loaded,
-            Err(e) => return self.refuse(session, ctx, e.into()).await,
-        };
-        // `required` means a user: a session an app keeps for an anonymous visitor (a cart,
-        // express's saveUninitialized) is not a login.
-        let loaded = loaded.filter(|a| {
-            route.auth != AuthMode::Required || rt.sessions.user_of(&a.record).is_some()
-        });
-        match loaded {
-            Some(active) => {
-                ctx.active = Some(active);
-                Ok(false)
-            }
-            None if route.auth == AuthMode::Optional => Ok(false),
-            None => self.unauthenticated(session, ctx).await,
         }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let took = ctx.start.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route.map(|i| ctx.rt.routes.get(i));
+        let route = ctx.decided.route.map(|i| ctx.rt.routes.get(i));
         let route_label = route.map(|r| {
             if r.prefix.is_empty() {
                 "/"
@@ -255,13 +202,13 @@ impl ProxyHttp for Gate {
                 .unwrap_or_else(Instant::now)
                 .saturating_duration_since(s)
         });
-        let auth = ctx.auth.map_or("none", Auth::as_str);
+        let auth = ctx.decided.auth.map_or("none", Auth::as_str);
         self.metrics
             .request(route_label.unwrap_or("none"), status, auth, took);
-        if let (Some(route), Some(d)) = (route, upstream_took) {
+        if let (Some(upstream), Some(d)) = (route.and_then(|r| r.upstream), upstream_took) {
             self.metrics
                 .upstream_duration
-                .with_label_values(&[ctx.rt.pools[route.upstream].name.as_str()])
+                .with_label_values(&[ctx.rt.pools[upstream].name.as_str()])
                 .observe(d.as_secs_f64());
         }
         if !self.access_log.enabled() {
@@ -273,14 +220,14 @@ impl ProxyHttp for Gate {
             request_id: &ctx.request_id,
             client: ctx.client.as_ref().and_then(|c| c.ip),
             method: &method,
-            path: ctx.path.as_ref().map(|p| p.upstream.as_str()),
+            path: ctx.decided.path(),
             route: route_label,
             status,
             upstream: ctx.tried.last().copied(),
             duration_ms: took,
             upstream_ms: upstream_took,
-            auth: ctx.auth,
-            session: ctx.session_prefix.as_deref(),
+            auth: ctx.decided.auth,
+            session: ctx.decided.session_prefix.as_deref(),
             bytes: session.body_bytes_sent(),
         });
     }
@@ -292,8 +239,16 @@ impl ProxyHttp for Gate {
     ) -> Result<Box<HttpPeer>> {
         let rt = ctx.rt.clone();
         ctx.upstream_start.get_or_insert_with(Instant::now);
-        let route = rt.routes.get(ctx.route.expect("routed in request_filter"));
-        let pool = &rt.pools[route.upstream];
+        let route = rt
+            .routes
+            .get(ctx.decided.route.expect("routed in request_filter"));
+        // The config gives every route an upstream while the gate proxies.
+        let Some(pool) = route.upstream.map(|u| &rt.pools[u]) else {
+            return Err(fail(
+                ctx,
+                RequestError::Internal("a route without an upstream on the proxy".into()),
+            ));
+        };
         let Some(peer) = pool.peer(&ctx.tried) else {
             return Err(fail(
                 ctx,
@@ -313,7 +268,9 @@ impl ProxyHttp for Gate {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let rt = ctx.rt.clone();
-        let route = rt.routes.get(ctx.route.expect("routed in request_filter"));
+        let route = rt
+            .routes
+            .get(ctx.decided.route.expect("routed in request_filter"));
         rt.identity.strip_request(upstream, route.method_override);
         // HTTP/2 may split the cookie into several fields; an HTTP/1.1 upstream gets them as
         // one line, joined with `; ` (RFC 9113 section 8.2.3).
@@ -334,15 +291,10 @@ impl ProxyHttp for Gate {
             }
         }
         // The upstream serves exactly the path the route matched, as origin-form...
-        let path = &ctx
-            .path
-            .as_ref()
-            .expect("routed in request_filter")
-            .upstream;
-        let target = match &ctx.query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.clone(),
-        };
+        let target = ctx
+            .decided
+            .path_and_query()
+            .expect("routed in request_filter");
         if upstream.raw_path() != target.as_bytes() {
             let uri = target.parse().map_err(|_| {
                 fail(
@@ -353,7 +305,12 @@ impl ProxyHttp for Gate {
             upstream.set_uri(uri);
         }
         // ...on the host it was matched on.
-        if let Some(authority) = &ctx.authority {
+        let decided = ctx
+            .decided
+            .target
+            .as_ref()
+            .expect("routed in request_filter");
+        if let Some(authority) = &decided.authority {
             upstream.insert_header(header::HOST, authority.as_str())?;
         }
 
@@ -363,46 +320,23 @@ impl ProxyHttp for Gate {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned);
+        let https = ctx.client.as_ref().is_some_and(|c| c.https);
         if let Some(client) = &ctx.client {
             client.write(upstream, host.as_deref());
         }
         upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
-        if let (Some(assertions), Some(active)) = (&rt.assertions, &ctx.active) {
-            let url = format!(
-                "{}://{}{}",
-                if ctx.client.as_ref().is_some_and(|c| c.https) {
-                    "https"
-                } else {
-                    "http"
-                },
+        if let Some(active) = &ctx.active {
+            let url = crate::assertion::request_url(
+                https,
                 host.as_deref().unwrap_or_default(),
-                ctx.path
-                    .as_ref()
-                    .expect("routed in request_filter")
-                    .upstream,
+                &decided.path.upstream,
             );
             let binding = Binding {
                 method: upstream.method.as_str(),
                 url: &url,
             };
-            match assertions.assertion(
-                &active.sid,
-                &active.record,
-                &rt.sessions.settings.user_field,
-                &route.audience,
-                &binding,
-            ) {
-                Ok(token) => {
-                    let value = http::HeaderValue::from_str(&token).expect("a JWT is ASCII");
-                    upstream.insert_header(assertions.settings.header.clone(), value)?;
-                }
-                // A session without a user (an anonymous one on an optional route) has no
-                // one to assert.
-                Err(crate::assertion::Refused::NoUser) => {}
-                Err(why) => {
-                    self.metrics.identity_refused.inc();
-                    tracing::warn!(reason = ?why, "no assertion for this session; header not sent");
-                }
+            if let Some((name, value)) = self.decider.assertion(&rt, route, active, &binding) {
+                upstream.insert_header(name, value)?;
             }
         }
         Ok(())
@@ -417,7 +351,9 @@ impl ProxyHttp for Gate {
         let rt = ctx.rt.clone();
         ctx.responded = true;
         ctx.upstream_end = Some(Instant::now());
-        let route = rt.routes.get(ctx.route.expect("routed in request_filter"));
+        let route = rt
+            .routes
+            .get(ctx.decided.route.expect("routed in request_filter"));
         if !route.issue_sessions {
             // Whatever the upstream meant, well-formed or not, this route may not say it.
             if directives::remove(upstream) {
@@ -447,7 +383,7 @@ impl ProxyHttp for Gate {
         };
         let began = Instant::now();
         let granted = rt.sessions.apply(action, current, &to).await;
-        self.observe_store("write", began);
+        self.decider.observe_store("write", began);
         let granted = match granted {
             Ok(applied) => applied,
             Err(e) => return Err(fail(ctx, e.into())),
@@ -479,12 +415,16 @@ impl ProxyHttp for Gate {
             return Ok(());
         };
         let rt = ctx.rt.clone();
-        let path = &ctx.path.as_ref().expect("routed in request_filter").matched;
+        let target = ctx
+            .decided
+            .target
+            .as_ref()
+            .expect("routed in request_filter");
         let routed = Routed {
             routes: &rt.routes,
-            index: ctx.route.expect("routed in request_filter"),
-            host: ctx.host.as_deref(),
-            path,
+            index: ctx.decided.route.expect("routed in request_filter"),
+            host: target.host.as_deref(),
+            path: &target.path.matched,
         };
         let chunk = body.as_deref().unwrap_or_default();
         if let Err(e) = scan.feed(chunk, end_of_stream, &routed) {
@@ -612,24 +552,19 @@ impl ProxyHttp for Gate {
 }
 
 impl Gate {
-    /// The gate's own logout: POST only, same-origin only, so that no cross-site page can log
-    /// a user out.
+    /// The gate's own logout (the decision checked it is a POST from the same site): the
+    /// session ended, its cookie expired.
     async fn logout(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = ctx.rt.clone();
-        let req = session.req_header();
-        if req.method != Method::POST {
-            return self.refuse(session, ctx, RequestError::LogoutMethod).await;
-        }
-        if cross_site(req) {
-            return self
-                .refuse(session, ctx, RequestError::CrossSiteLogout)
-                .await;
-        }
-        let record = match self.lookup(session, ctx).await {
+        let found = self
+            .decider
+            .lookup(&rt, session.req_header(), &mut ctx.decided)
+            .await;
+        let record = match found {
             Ok(Some(a)) => {
                 let began = Instant::now();
                 let destroyed = rt.sessions.destroy(&a.sid, Some(&a.record)).await;
-                self.observe_store("write", began);
+                self.decider.observe_store("write", began);
                 if let Err(e) = destroyed {
                     return self.refuse(session, ctx, e.into()).await;
                 }
@@ -650,71 +585,6 @@ impl Gate {
             .header("set-cookie", expired)
             .header("cache-control", "no-store");
         self.answer(session, ctx, reply).await
-    }
-
-    /// Loads the request's session, noting for the log and the metrics how it was settled.
-    async fn lookup(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-    ) -> std::result::Result<Option<crate::sessions::Active>, crate::store::StoreError> {
-        let began = Instant::now();
-        let found = ctx.rt.sessions.lookup(session.req_header()).await;
-        match &found {
-            Ok((active, lookup)) => {
-                self.outage.succeeded();
-                let auth = Auth::from(*lookup);
-                if matches!(auth, Auth::Store | Auth::Expired) {
-                    self.observe_store("load", began);
-                }
-                ctx.auth = Some(auth);
-                ctx.session_prefix = active.as_ref().map(|a| id_prefix(&a.sid).to_owned());
-            }
-            Err(_) => {
-                self.observe_store("load", began);
-                ctx.auth = Some(Auth::StoreError);
-            }
-        }
-        found.map(|(active, _)| active)
-    }
-
-    fn observe_store(&self, op: &str, began: Instant) {
-        self.metrics
-            .store_duration
-            .with_label_values(&[op])
-            .observe(began.elapsed().as_secs_f64());
-    }
-
-    /// No session on a required route: a login redirect for page loads, 401 otherwise.
-    async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
-        let rt = ctx.rt.clone();
-        let route = rt.routes.get(ctx.route.expect("routed"));
-        let req = session.req_header();
-        let page_load = req.method == Method::GET || req.method == Method::HEAD;
-        match (&route.login_redirect, page_load) {
-            (Some(login), true) => {
-                // The return path is the normalised one: always local, never `//host`.
-                let path = &ctx.path.as_ref().expect("routed").upstream;
-                let back = match &ctx.query {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.clone(),
-                };
-                let sep = if login.contains('?') { '&' } else { '?' };
-                let location = format!(
-                    "{login}{sep}{}={}",
-                    rt.sessions.settings.return_param,
-                    crate::cookie::encode_value(&back)
-                );
-                let reply = Reply::new(302)
-                    .header("location", location)
-                    .header("cache-control", "no-store");
-                self.answer(session, ctx, reply).await
-            }
-            _ => {
-                self.refuse(session, ctx, RequestError::Unauthenticated)
-                    .await
-            }
-        }
     }
 
     /// Answers a refused request: the one rendering of every [`RequestError`].
@@ -739,31 +609,14 @@ impl Gate {
     /// Logs the error's detail, counts store failures and refusals, and builds the client's
     /// answer.
     fn reply(&self, ctx: &RequestCtx, e: RequestError) -> Reply {
-        let rt = &ctx.rt;
         e.log(&ctx.request_id);
-        if let RequestError::Store(store) = &e {
-            self.outage.failed(store);
-            Metrics::inc(&self.metrics.store_errors);
-        }
-        if let Some(reason) = e.refusal() {
-            self.metrics.refusals.with_label_values(&[reason]).inc();
-        }
-        let reply = Reply::error(&e);
-        match e {
-            RequestError::Store(_) | RequestError::StoreFull(_) => {
-                reply.header("retry-after", rt.retry_after_secs.clone())
-            }
-            RequestError::LogoutMethod => reply.header("allow", "POST"),
-            _ => reply,
-        }
+        self.decider.refused(&e);
+        Reply::error(&e, &ctx.rt)
     }
 
     fn secure(&self, ctx: &RequestCtx) -> bool {
-        match ctx.rt.sessions.settings.cookie.secure {
-            Secure::Always => true,
-            Secure::Never => false,
-            Secure::Auto => ctx.client.as_ref().is_some_and(|c| c.https),
-        }
+        let https = ctx.client.as_ref().is_some_and(|c| c.https);
+        ctx.rt.sessions.settings.cookie.secure.applies(https)
     }
 
     /// Whether the upstream already sets the session cookie (an express app behind the gate

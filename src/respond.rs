@@ -1,16 +1,18 @@
 //! The answers the gate gives itself, without an upstream: JSON errors, redirects, logout.
 
 use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::error::RequestError;
+use crate::runtime::Runtime;
 
 /// A response the gate writes itself.
 pub struct Reply {
     status: u16,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     body: Option<String>,
 }
 
@@ -24,16 +26,55 @@ impl Reply {
     }
 
     /// A refusal: its status, and `{"error": code, "message": message}`
-    /// ([`RequestError::body`]), machine-readable first, for API clients.
-    pub fn error(e: &RequestError) -> Self {
-        Self::new(e.status())
+    /// ([`RequestError::body`]), machine-readable first, for API clients; with `Retry-After`
+    /// when the store is down or full, `Allow` for a logout with another method.
+    pub fn error(e: &RequestError, rt: &Runtime) -> Self {
+        let reply = Self::new(e.status())
             .header("content-type", "application/json")
             .header("cache-control", "no-store")
-            .body(e.body())
+            .body(e.body());
+        match e {
+            RequestError::Store(_) | RequestError::StoreFull(_) => {
+                reply.header("retry-after", rt.retry_after_secs.clone())
+            }
+            RequestError::LogoutMethod => reply.header("allow", "POST"),
+            _ => reply,
+        }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    /// The reply as a response for a listener of Pingora's HTTP apps (forward-auth).
+    pub fn into_response(self) -> Response<Vec<u8>> {
+        let body = self.body.map(String::into_bytes).unwrap_or_default();
+        let mut response = Response::new(Vec::new());
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).expect("the gate's statuses are valid");
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *response.body_mut() = body;
+        response
+    }
+
+    /// Adds a header; `name` is lower case. The gate makes every value it sends, so one
+    /// that is not a valid field value is a bug: logged and left out, never sent.
+    pub fn header(self, name: &'static str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        match HeaderValue::try_from(value) {
+            Ok(v) => self.named_header(HeaderName::from_static(name), v),
+            Err(_) => {
+                tracing::error!(
+                    header = name,
+                    "the gate made an invalid header value; not sent"
+                );
+                self
+            }
+        }
+    }
+
+    pub fn named_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
         self
     }
 

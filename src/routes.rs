@@ -22,8 +22,9 @@ pub struct Route {
     pub prefix: String,
     pub host: Option<HostPattern>,
     pub methods: Option<Vec<Method>>,
-    /// Index into the config's upstreams (and the gate's pools).
-    pub upstream: usize,
+    /// Index into the config's upstreams (and the gate's pools); `None` only where the gate
+    /// does not proxy (forward-auth alone).
+    pub upstream: Option<usize>,
     pub auth: AuthMode,
     pub login_redirect: Option<String>,
     pub issue_sessions: bool,
@@ -242,7 +243,7 @@ mod tests {
             prefix: prefix.trim_end_matches('/').into(),
             host: host.map(|h| HostPattern::parse(h).unwrap()),
             methods,
-            upstream: 0,
+            upstream: Some(0),
             auth: AuthMode::Public,
             login_redirect: None,
             issue_sessions: false,

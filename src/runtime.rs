@@ -107,6 +107,7 @@ pub fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         ),
         ("cache", old.cache != new.cache),
         ("admin", old.admin != new.admin),
+        ("forward_auth", old.forward_auth != new.forward_auth),
         ("log", old.log != new.log),
     ];
     changes

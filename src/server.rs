@@ -17,6 +17,8 @@ use pingora::services::background::background_service;
 use crate::access_log::{AccessLog, Sink};
 use crate::admin::AdminApi;
 use crate::config::{Config, ConfigError};
+use crate::decide::Decider;
+use crate::forward_auth::ForwardAuth;
 use crate::head;
 use crate::metrics::Metrics;
 use crate::probes::{DrainSignal, DrainWatch, Draining};
@@ -206,7 +208,32 @@ impl GateServer {
             sink,
             metrics.access_log_dropped.clone(),
         ));
-        let gate = Gate::new(current, metrics.clone(), access_log.clone());
+        // One decision for both fronts: the same outage log and store metrics.
+        let decider = Arc::new(Decider::new(metrics.clone()));
+        if let Some(fa) = &config.forward_auth {
+            let app = ForwardAuth::new(
+                current.clone(),
+                fa,
+                decider.clone(),
+                metrics.clone(),
+                access_log.clone(),
+            );
+            let mut service =
+                pingora::services::listening::Service::new("sessiongate forward-auth".into(), app);
+            for addr in &fa.listen {
+                service.add_tcp(addr);
+            }
+            server.add_service(service);
+        }
+        if config.listen.is_empty() && config.tls.is_none() {
+            // Forward-auth alone: no proxy listener.
+            return Ok(Self {
+                server,
+                draining,
+                drain_delay: config.drain_delay,
+            });
+        }
+        let gate = Gate::new(current, decider, metrics.clone(), access_log.clone());
         let mut proxy = pingora::proxy::http_proxy(&server.configuration, gate);
         // HTTP/2's own limits: idle connections, concurrent streams, the header list.
         let mut options = pingora::apps::HttpServerOptions::default();

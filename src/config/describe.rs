@@ -191,6 +191,15 @@ impl Config {
         if let Some(p) = &s.logout_path {
             let _ = writeln!(o, "  logout: POST {p}");
         }
+        if let Some(fa) = &self.forward_auth {
+            let trusted: Vec<String> = fa.trusted.nets().iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(
+                o,
+                "forward-auth: http://{} (/auth/request, /auth/forward, /auth/envoy/...), believing {} only",
+                fa.listen.join(", http://"),
+                trusted.join(", ")
+            );
+        }
         if let Some(a) = &self.admin {
             let _ = writeln!(
                 o,
@@ -284,7 +293,10 @@ impl Config {
                 o,
                 "  {host} {}/ [{methods}] -> {}: {auth}{}{}",
                 r.prefix,
-                self.upstreams[r.upstream].name,
+                r.upstream
+                    .map_or("(no upstream: forward-auth only)", |u| self.upstreams[u]
+                        .name
+                        .as_str()),
                 match (r.issue_sessions, r.method_override) {
                     (true, true) => ", may send session directives, method overrides pass",
                     (true, false) => ", may send session directives",

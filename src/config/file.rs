@@ -56,6 +56,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub identity: IdentitySection,
     pub admin: Option<AdminSection>,
+    pub forward_auth: Option<ForwardAuthSection>,
     #[serde(default)]
     pub cache: CacheSection,
     #[serde(default)]
@@ -427,6 +428,17 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 /// gate's copy of the session.
 pub const DEFAULT_CACHED_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Forward-auth: the decision for an edge that proxies itself (nginx `auth_request`, Caddy,
+/// Traefik, HAProxy, Envoy), on a listener of its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthSection {
+    pub listen: Vec<Spanned<String>>,
+    /// Networks (CIDRs) or addresses of the edges whose reports of the original request are
+    /// believed; every other caller gets 403.
+    pub trusted: Vec<Spanned<String>>,
+}
+
 /// The admin API: its own listener, never the public one.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -524,7 +536,9 @@ pub struct RouteSection {
     pub host: Option<Spanned<String>>,
     /// Methods this route answers; all when absent.
     pub methods: Option<Vec<Spanned<String>>>,
-    pub upstream: Spanned<String>,
+    /// The pool requests go to; a route may go without one only where the gate does not
+    /// proxy (no `server.listen`, no TLS listener): forward-auth alone.
+    pub upstream: Option<Spanned<String>>,
     pub auth: AuthSetting,
     /// Send unauthenticated GET/HEAD requests here instead of answering 401.
     pub login_redirect: Option<Spanned<String>>,

@@ -25,6 +25,7 @@ use self::source::{In, Source};
 use crate::access_log::LogSettings;
 use crate::admin::AdminSettings;
 use crate::connections::ConnectionLimits;
+use crate::forward_auth::ForwardAuthSettings;
 use crate::forwarded::TrustedProxies;
 use crate::head::HeadLimits;
 use crate::identity::IdentitySettings;
@@ -59,6 +60,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<Route>,
     pub admin: Option<AdminSettings>,
+    /// `[forward_auth]`: its listener and the edges it believes.
+    pub forward_auth: Option<ForwardAuthSettings>,
     /// `None` when off, or when the store is the embedded one (which needs no cache).
     pub cache: Option<CacheSettings>,
     pub log: LogSettings,
@@ -137,9 +140,23 @@ impl Config {
         let identity = IdentitySettings::try_from(at.with(&f.identity))?;
         let log = LogSettings::try_from(at.with(&f.log))?;
         let upstreams = Vec::<UpstreamSettings>::try_from(at.with(f.upstream.as_slice()))?;
+        let forward_auth = match &f.forward_auth {
+            None => None,
+            Some(fa) => Some(ForwardAuthSettings::try_from(at.with(fa))?),
+        };
+        let proxying = !server.listen.is_empty() || server.tls.is_some();
+        if !proxying && forward_auth.is_none() {
+            return Err(src.err(
+                "server.listen",
+                0..0,
+                "at least one listener is needed (or [forward_auth] listen, to answer an edge)",
+            ));
+        }
         let routes = Vec::<Route>::try_from(at.with(&RouteInput {
             routes: &f.route,
             upstreams: &upstreams,
+            proxying,
+            asserting: identity.assertion.is_some(),
         }))?;
         let admin = match &f.admin {
             None => None,
@@ -159,6 +176,23 @@ impl Config {
                 Some(admin)
             }
         };
+        if let (Some(fa), Some(fs)) = (&forward_auth, &f.forward_auth) {
+            let mut taken = config_listeners(&f.server);
+            taken.extend(
+                admin
+                    .iter()
+                    .filter_map(|a| a.listen.parse::<std::net::SocketAddr>().ok()),
+            );
+            for (i, (addr, raw)) in fa.listen.iter().zip(&fs.listen).enumerate() {
+                if addr.parse().is_ok_and(|l| listen_overlaps(&l, &taken)) {
+                    return Err(src.err(
+                        format!("forward_auth.listen[{i}]"),
+                        raw.span(),
+                        "forward-auth needs a listener of its own",
+                    ));
+                }
+            }
+        }
         Ok(Config {
             listen: server.listen,
             tls: server.tls,
@@ -177,6 +211,7 @@ impl Config {
             upstreams,
             routes,
             admin,
+            forward_auth,
             cache,
             log,
         })

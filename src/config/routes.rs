@@ -225,6 +225,10 @@ impl TryFrom<In<'_, [Spanned<file::UpstreamSection>]>> for Vec<UpstreamSettings>
 pub(super) struct RouteInput<'a> {
     pub routes: &'a [Spanned<file::RouteSection>],
     pub upstreams: &'a [UpstreamSettings],
+    /// The gate has a proxy listener: every route needs an upstream.
+    pub proxying: bool,
+    /// `[identity.assertion]` is on: every route needs an audience.
+    pub asserting: bool,
 }
 
 impl TryFrom<In<'_, RouteInput<'_>>> for Vec<Route> {
@@ -271,21 +275,35 @@ impl TryFrom<In<'_, RouteInput<'_>>> for Vec<Route> {
                             .collect::<Result<Vec<_>, _>>()
                     })
                     .transpose()?;
-            let upstream = upstreams
-                .iter()
-                .position(|u| &u.name == r.upstream.get_ref())
-                .ok_or_else(|| {
-                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                    src.err(
+            let upstream = match &r.upstream {
+                None if input.proxying => {
+                    return Err(src.err(
                         key("upstream"),
-                        r.upstream.span(),
-                        format!(
-                            "no [[upstream]] is named `{}` (defined: {})",
-                            r.upstream.get_ref(),
-                            known.join(", ")
-                        ),
-                    )
-                })?;
+                        0..0,
+                        "every route needs an upstream while the gate proxies \
+                         (server.listen or server.tls); only forward-auth alone goes without",
+                    ));
+                }
+                None => None,
+                Some(name) => Some(
+                    upstreams
+                        .iter()
+                        .position(|u| &u.name == name.get_ref())
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                upstreams.iter().map(|u| u.name.as_str()).collect();
+                            src.err(
+                                key("upstream"),
+                                name.span(),
+                                format!(
+                                    "no [[upstream]] is named `{}` (defined: {})",
+                                    name.get_ref(),
+                                    known.join(", ")
+                                ),
+                            )
+                        })?,
+                ),
+            };
             let login_redirect = match &r.login_redirect {
                 None => None,
                 Some(l) if r.auth != AuthSetting::Required => {
@@ -316,7 +334,18 @@ impl TryFrom<In<'_, RouteInput<'_>>> for Vec<Route> {
                         return Err(src.err(key("audience"), a.span(), "must not be empty"));
                     }
                     Some(a) => a.get_ref().clone(),
-                    None => input.upstreams[upstream].name.clone(),
+                    None => match upstream {
+                        Some(u) => input.upstreams[u].name.clone(),
+                        None if input.asserting => {
+                            return Err(src.err(
+                                key("audience"),
+                                0..0,
+                                "a route without an upstream names the audience of its \
+                                 [identity.assertion] tokens",
+                            ));
+                        }
+                        None => String::new(),
+                    },
                 },
             };
             if out.iter().any(|o| {

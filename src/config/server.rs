@@ -10,6 +10,7 @@ use super::source::{parse_listen, readable_file, resolve_secret, In};
 use super::{ConfigError, TlsSettings};
 use crate::admin::AdminSettings;
 use crate::connections::ConnectionLimits;
+use crate::forward_auth::ForwardAuthSettings;
 use crate::forwarded::TrustedProxies;
 use crate::head::HeadLimits;
 use crate::path::{Parameters, PathPolicy};
@@ -34,9 +35,6 @@ impl TryFrom<In<'_, file::ServerSection>> for Server {
 
     fn try_from(i: In<'_, file::ServerSection>) -> Result<Self, ConfigError> {
         let (s, src) = (i.at, i.src);
-        if s.listen.is_empty() && s.tls.is_none() {
-            return Err(src.err("server.listen", 0..0, "at least one listener is needed"));
-        }
         let listen = s
             .listen
             .iter()
@@ -67,22 +65,7 @@ impl TryFrom<In<'_, file::ServerSection>> for Server {
                  (for example [\"10.0.0.0/8\"]); X-Forwarded-Proto is believed from them only",
             ));
         }
-        let mut nets = Vec::new();
-        for (i, n) in s.trusted_proxies.iter().enumerate() {
-            let text = n.get_ref();
-            // A bare address is a network of one.
-            let net = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    src.err(
-                        format!("server.trusted_proxies[{i}]"),
-                        n.span(),
-                        format!("`{text}` is not a network like 10.0.0.0/8 or an address"),
-                    )
-                })?;
-            nets.push(net);
-        }
+        let nets = parse_nets(src, "server.trusted_proxies", &s.trusted_proxies)?;
         let upgrade_socket = match &s.upgrade_socket {
             None => None,
             Some(p) if p.get_ref().is_empty() || !p.get_ref().starts_with('/') => {
@@ -181,6 +164,65 @@ impl TryFrom<In<'_, file::AdminSection>> for AdminSettings {
             return Err(src.err("admin.token", a.token.span(), "use at least 16 characters"));
         }
         Ok(AdminSettings { listen, token })
+    }
+}
+
+/// A list of networks (`10.0.0.0/8`) or addresses (a network of one), at `key`.
+fn parse_nets(
+    src: &super::source::Source,
+    key: &str,
+    list: &[toml::Spanned<String>],
+) -> Result<Vec<IpNet>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let text = n.get_ref();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    src.err(
+                        format!("{key}[{i}]"),
+                        n.span(),
+                        format!("`{text}` is not a network like 10.0.0.0/8 or an address"),
+                    )
+                })
+        })
+        .collect()
+}
+
+impl TryFrom<In<'_, file::ForwardAuthSection>> for ForwardAuthSettings {
+    type Error = ConfigError;
+
+    fn try_from(
+        In { at: f, src, .. }: In<'_, file::ForwardAuthSection>,
+    ) -> Result<Self, ConfigError> {
+        if f.listen.is_empty() {
+            return Err(src.err(
+                "forward_auth.listen",
+                0..0,
+                "at least one listener is needed",
+            ));
+        }
+        let listen = f
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| parse_listen(src, &format!("forward_auth.listen[{i}]"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Without it every caller would be refused: say so now, not on the first request.
+        if f.trusted.is_empty() {
+            return Err(src.err(
+                "forward_auth.trusted",
+                0..0,
+                "name the edges whose original-request headers are believed, \
+                 for example [\"127.0.0.1\"] or [\"10.0.0.0/8\"]",
+            ));
+        }
+        let trusted = parse_nets(src, "forward_auth.trusted", &f.trusted)?;
+        Ok(ForwardAuthSettings {
+            listen,
+            trusted: TrustedProxies::new(trusted),
+        })
     }
 }
 

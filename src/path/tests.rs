@@ -221,7 +221,7 @@ mod properties {
             prefix: prefix.into(),
             host: None,
             methods: None,
-            upstream: 0,
+            upstream: Some(0),
             auth: AuthMode::Public,
             login_redirect: None,
             issue_sessions: false,

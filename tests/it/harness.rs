@@ -52,6 +52,8 @@ pub struct GateBuilder {
     cache: bool,
     cache_lines: Vec<String>,
     log: Vec<String>,
+    /// `[forward_auth]`: its listener and `trusted`.
+    forward_auth: Option<(SocketAddr, Vec<String>)>,
 }
 
 impl GateBuilder {
@@ -73,7 +75,14 @@ impl GateBuilder {
             cache: false,
             cache_lines: vec![],
             log: vec![],
+            forward_auth: None,
         }
+    }
+
+    /// A forward-auth listener believing `trusted` (CIDRs or addresses).
+    pub fn forward_auth(mut self, trusted: &[&str]) -> Self {
+        self.forward_auth = Some((free_addr(), trusted.iter().map(|t| t.to_string()).collect()));
+        self
     }
 
     /// A `key = value` line for `[log]`.
@@ -270,6 +279,13 @@ impl GateBuilder {
         for extra in &self.tail {
             t += &format!("\n{extra}\n");
         }
+        if let Some((addr, trusted)) = &self.forward_auth {
+            let trusted: Vec<String> = trusted.iter().map(|t| format!("{t:?}")).collect();
+            t += &format!(
+                "\n[forward_auth]\nlisten = [\"{addr}\"]\ntrusted = [{}]\n",
+                trusted.join(", ")
+            );
+        }
         if let Some(token) = &self.admin_token {
             t += &format!(
                 "\n[admin]\nlisten = \"{}\"\ntoken = \"{token}\"\n",
@@ -361,6 +377,8 @@ pub struct Gate {
     pub addr: SocketAddr,
     /// The admin API's listener, when the config has one.
     pub admin: Option<SocketAddr>,
+    /// The forward-auth listener, when the config has one.
+    pub forward_auth: Option<SocketAddr>,
     /// `session.cookie_name`, which this gate's clients track.
     pub cookie_name: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -382,6 +400,10 @@ impl Gate {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cookie_name = config.session.cookie_name.clone();
         let admin: Option<SocketAddr> = config.admin.as_ref().map(|a| a.listen.parse().unwrap());
+        let forward_auth: Option<SocketAddr> = config
+            .forward_auth
+            .as_ref()
+            .map(|f| f.listen[0].parse().unwrap());
         let thread = std::thread::spawn(move || {
             server.run_until(Box::new(StopSignal(Mutex::new(Some(rx)))))
         });
@@ -393,9 +415,15 @@ impl Gate {
                 TcpStream::connect(a).ok()
             });
         }
+        if let Some(a) = forward_auth {
+            wait_for("the forward-auth listener", Duration::from_secs(20), || {
+                TcpStream::connect(a).ok()
+            });
+        }
         Gate {
             addr,
             admin,
+            forward_auth,
             cookie_name,
             stop: Some(tx),
             thread: Some(thread),

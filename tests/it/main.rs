@@ -14,6 +14,7 @@ mod connections;
 mod cookies;
 mod edge;
 mod failover;
+mod forward_auth;
 mod identity;
 mod interop;
 mod lifecycle;
