@@ -127,7 +127,7 @@ fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Rout
         prefix: prefix.trim_end_matches('/').into(),
         host: host.map(|h| HostPattern::parse(h).unwrap()),
         methods,
-        upstream: 0,
+        upstream: Some(0),
         auth: AuthMode::Required,
         login_redirect: None,
         issue_sessions: false,
