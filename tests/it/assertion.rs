@@ -15,7 +15,7 @@ use crate::interop_harness::JwtUpstream;
 const ISSUER: &str = "https://gate.test";
 
 /// A PKCS#8 PEM private key file.
-fn key_file(
+pub(crate) fn key_file(
     dir: &tempfile::TempDir,
     name: &str,
     alg: &'static rcgen::SignatureAlgorithm,

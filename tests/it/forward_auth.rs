@@ -502,3 +502,53 @@ async fn nginx_auth_request_asks_the_gate() {
 async fn caddy_forward_auth_asks_the_gate() {
     through_edge(start_caddy, "caddy").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_gets_the_assertion_bound_to_the_original_request() {
+    use base64::Engine;
+    let app = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = crate::assertion::key_file(&dir, "k.pem", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let gate = routes(
+        GateBuilder::new()
+            .upstream("app", &[&app])
+            .forward_auth(&["127.0.0.1"]),
+    )
+    .route("path = \"/api/\"\nupstream = \"app\"\nauth = \"required\"\naudience = \"billing\"")
+    .table(&format!(
+        "[identity.assertion]\nissuer = \"https://gate.test\"\nkey = \"file:{key}\"\nbind_request = true"
+    ))
+    .start();
+    let fa = gate.forward_auth.unwrap();
+    let mut c = gate.client();
+    login(&mut c, "alice", &[]).await;
+    let cookie = c.cookie.clone().unwrap();
+    let claims = |token: &str| -> serde_json::Value {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+
+    let r = traefik(fa, "POST", "/api/pay?amount=5", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.header("x-session-assertion").expect("an assertion");
+    let c1 = claims(token);
+    assert_eq!(c1["sub"], "alice");
+    assert_eq!(c1["aud"], "billing");
+    assert_eq!(c1["iss"], "https://gate.test");
+    assert_eq!(c1["htm"], "POST", "the original method");
+    assert_eq!(c1["htu"], "https://app.example/api/pay", "the original URL");
+    // Another request gets another token.
+    let r = traefik(fa, "GET", "/api/other", &[("cookie", &cookie)]).await;
+    let c2 = claims(r.header("x-session-assertion").unwrap());
+    assert_eq!(c2["htu"], "https://app.example/api/other");
+    assert_ne!(c1["jti"], c2["jti"]);
+    // Without a session the header is still there, empty: an edge copying it overwrites
+    // any client copy.
+    let r = traefik(fa, "GET", "/public/x", &[("x-session-assertion", "forged")]).await;
+    assert_eq!((r.status, r.header("x-session-assertion")), (200, Some("")));
+}

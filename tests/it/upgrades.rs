@@ -341,3 +341,83 @@ async fn try_raw(addr: SocketAddr, method: &str, path: &str) -> Option<u16> {
     let r = parse_response(&buf);
     (r.status != 0).then_some(r.status)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_changes_the_jwks_and_the_signing_key() {
+    use base64::Engine;
+    const ADMIN: &str = "admin-token-0123456789";
+    let app = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    let addr = free_addr();
+    let old = crate::assertion::key_file(&dir, "old.pem", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let new = crate::assertion::key_file(&dir, "new.pem", &rcgen::PKCS_ED25519);
+    let with_keys = |keys: &str| {
+        standard(GateBuilder::new().admin(ADMIN), &[&app])
+            .table(&format!(
+                "[identity.assertion]\nissuer = \"https://gate.test\"\n{keys}"
+            ))
+            .toml(addr)
+    };
+    let first = with_keys(&format!("key = \"file:{old}\""));
+    let admin: SocketAddr = sessiongate::Config::parse(&first, "proxy.toml", &|_| None)
+        .unwrap()
+        .admin
+        .unwrap()
+        .listen
+        .parse()
+        .unwrap();
+    // The admin listener is part of the file: keep it when the keys change.
+    let admin_line = format!("listen = \"{admin}\"");
+    let pin = |toml: String| {
+        let at = toml.find("[admin]\nlisten = ").unwrap();
+        let end = toml[at + 8..].find('\n').unwrap() + at + 8;
+        format!("{}{admin_line}{}", &toml[..at + 8], &toml[end..])
+    };
+    std::fs::write(&config, &first).unwrap();
+    let gate = GateProcess::start(&config, dir.path(), "gate", false);
+    wait_listening(addr);
+    wait_listening(admin);
+    gate.wait_log("listening for SIGHUP");
+
+    let kids = |body: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let signed_with = |token: &str| -> String {
+        let header = token.split('.').next().unwrap();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&header).unwrap();
+        v["kid"].as_str().unwrap().to_owned()
+    };
+    let before = kids(&raw(admin, "GET", "/.well-known/jwks.json", &[]).await.body);
+    assert_eq!(before.len(), 1);
+    let mut c = Client::new(addr, "connect.sid");
+    login(&mut c, "alice", &[]).await;
+    let r = c.get("/account/").await;
+    let token = r.upstream_header("x-session-assertion").expect("an assertion");
+    assert_eq!(signed_with(&token), before[0]);
+
+    // Rotation: the new key signs, both are published.
+    std::fs::write(
+        &config,
+        pin(with_keys(&format!("keys = [\"file:{new}\", \"file:{old}\"]"))),
+    )
+    .unwrap();
+    gate.signal("HUP");
+    gate.wait_log("config reloaded");
+    let after = kids(&raw(admin, "GET", "/.well-known/jwks.json", &[]).await.body);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[1], before[0], "the old key is still published");
+    assert_ne!(after[0], before[0]);
+    let r = c.get("/account/").await;
+    let token = r.upstream_header("x-session-assertion").expect("an assertion");
+    assert_eq!(signed_with(&token), after[0], "the first key of `keys` signs");
+}
