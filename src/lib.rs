@@ -35,6 +35,7 @@ pub(crate) mod path;
 pub(crate) mod probes;
 pub(crate) mod proxy;
 pub(crate) mod record;
+pub(crate) mod reload;
 pub(crate) mod request;
 pub(crate) mod request_id;
 pub(crate) mod respond;

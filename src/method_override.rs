@@ -38,7 +38,6 @@ use http::{header, Method};
 use pingora::http::RequestHeader;
 
 use crate::error::RequestError;
-use crate::identity::canonical_header_name;
 use crate::routes::RouteTable;
 
 /// The override headers, in canonical form (lower case, `-`).
@@ -130,7 +129,8 @@ impl Routed<'_> {
             return Ok(());
         }
         for (name, value) in &req.headers {
-            if HEADERS.contains(&canonical_header_name(name.as_str()).as_str()) {
+            // Header names are lower case; a lenient backend reads `_` as `-`.
+            if HEADERS.contains(&name.as_str().replace('_', "-").as_str()) {
                 self.check(Carrier::Header, Some(value.as_bytes()))?;
             }
         }

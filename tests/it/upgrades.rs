@@ -402,13 +402,17 @@ async fn sighup_changes_the_jwks_and_the_signing_key() {
     let mut c = Client::new(addr, "connect.sid");
     login(&mut c, "alice", &[]).await;
     let r = c.get("/account/").await;
-    let token = r.upstream_header("x-session-assertion").expect("an assertion");
+    let token = r
+        .upstream_header("x-session-assertion")
+        .expect("an assertion");
     assert_eq!(signed_with(&token), before[0]);
 
     // Rotation: the new key signs, both are published.
     std::fs::write(
         &config,
-        pin(with_keys(&format!("keys = [\"file:{new}\", \"file:{old}\"]"))),
+        pin(with_keys(&format!(
+            "keys = [\"file:{new}\", \"file:{old}\"]"
+        ))),
     )
     .unwrap();
     gate.signal("HUP");
@@ -418,6 +422,12 @@ async fn sighup_changes_the_jwks_and_the_signing_key() {
     assert_eq!(after[1], before[0], "the old key is still published");
     assert_ne!(after[0], before[0]);
     let r = c.get("/account/").await;
-    let token = r.upstream_header("x-session-assertion").expect("an assertion");
-    assert_eq!(signed_with(&token), after[0], "the first key of `keys` signs");
+    let token = r
+        .upstream_header("x-session-assertion")
+        .expect("an assertion");
+    assert_eq!(
+        signed_with(&token),
+        after[0],
+        "the first key of `keys` signs"
+    );
 }
