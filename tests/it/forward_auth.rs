@@ -422,7 +422,11 @@ async fn through_edge(
         json!({"user": "alice", "roles": ["admin"]}),
         Some(3_600_000),
     );
-    let spoof = [("x-user", "mallory"), ("x-user-roles", "admin")];
+    let spoof = [
+        ("x-user", "mallory"),
+        ("x-user-roles", "admin"),
+        ("x_user", "mallory"),
+    ];
 
     // A session passes with the gate's identity; the client's never arrives.
     let mut h = vec![("cookie", pair.as_str())];
@@ -459,7 +463,7 @@ async fn through_edge(
     // Public routes pass, and a spoofed identity is not let through there either.
     let r = raw(at, "GET", "/public/x", &spoof).await;
     assert_eq!(r.status, 200, "{name}: {}", r.body);
-    for h in ["x-user", "x-user-roles"] {
+    for h in ["x-user", "x-user-roles", "x_user"] {
         let arrived = r.upstream_header(h);
         assert!(
             matches!(arrived.as_deref(), None | Some("")),
@@ -551,4 +555,99 @@ async fn the_edge_gets_the_assertion_bound_to_the_original_request() {
     // any client copy.
     let r = traefik(fa, "GET", "/public/x", &[("x-session-assertion", "forged")]).await;
     assert_eq!((r.status, r.header("x-session-assertion")), (200, Some("")));
+}
+
+/// The forward-auth advisories of oauth2-proxy, Authelia, Oathkeeper and Traefik, each as the
+/// request that caused it, asked of the gate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_known_forward_auth_bypasses_do_not_pass() {
+    let app = Upstream::start("app").await;
+    let gate = routes(
+        GateBuilder::new()
+            .upstream("app", &[&app])
+            .forward_auth(&["127.0.0.1"]),
+    )
+    .route("path = \"/\"\nhost = \"admin.example\"\nupstream = \"app\"\nauth = \"required\"")
+    .route("path = \"/\"\nupstream = \"app\"\nauth = \"public\"")
+    .start();
+    let fa = gate.forward_auth.unwrap();
+    let refused = |r: &Response| r.status == 400 || r.status == 401;
+
+    // The query or a fragment made a protected path look public (oauth2-proxy CVE-2025-54576,
+    // CVE-2026-41059); an encoded path was matched undecoded (Oathkeeper #1003).
+    for uri in [
+        "/account/?/public/",
+        "/account/#/public/",
+        "/%61ccount/",
+        "/ACCOUNT/",
+        "/public/..%2faccount/",
+        "/public/%2e%2e/account/",
+    ] {
+        let r = traefik(fa, "GET", uri, &[]).await;
+        assert!(refused(&r), "{uri}: {} {}", r.status, r.body);
+    }
+    // A mixed-case host skipped a host's rule (Authelia CVE-2026-48794).
+    for host in [
+        "admin.example",
+        "ADMIN.Example",
+        "admin.example.",
+        "admin.example:443",
+    ] {
+        let r = ask(
+            fa,
+            "/auth/forward",
+            &[
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-host", host),
+                ("x-forwarded-uri", "/index.html"),
+            ],
+        )
+        .await;
+        assert!(refused(&r), "{host}: {} {}", r.status, r.body);
+    }
+    // A malformed URL through auth_request answered 200 (Authelia CVE-2021-32637).
+    for url in [
+        "https://app.example",
+        "//app.example/account/",
+        "app.example/account/",
+        "https://",
+        "https:///account/",
+        "https://app.example?/account/",
+    ] {
+        let r = ask(
+            fa,
+            "/auth/request",
+            &[("x-original-url", url), ("x-original-method", "GET")],
+        )
+        .await;
+        if url == "https://app.example" {
+            assert_eq!(r.status, 200, "the root of a public host: {}", r.body);
+            continue;
+        }
+        assert_eq!(r.status, 400, "{url}: {}", r.body);
+    }
+    // A health-check User-Agent skipped authentication (oauth2-proxy CVE-2026-34457).
+    for ua in ["kube-probe/1.29", "ELB-HealthChecker/2.0", "GoogleHC/1.0"] {
+        let r = traefik(fa, "GET", "/account/", &[("user-agent", ua)]).await;
+        assert_eq!(r.status, 401, "{ua}");
+    }
+    // The way back after a login stays on this site (oauth2-proxy CVE-2020-5233,
+    // CVE-2020-11053, CVE-2021-21291).
+    for uri in [
+        "/pages//evil.example",
+        "/pages/\\evil.example",
+        "/pages/%09/evil.example",
+    ] {
+        let r = traefik(fa, "GET", uri, &[("accept", "text/html")]).await;
+        if r.status == 302 {
+            let location = r.header("location").unwrap();
+            assert!(
+                location.starts_with("/login?return_to=%2F"),
+                "{uri}: {location}"
+            );
+            assert!(!location.contains("return_to=%2F%2F"), "{uri}: {location}");
+        } else {
+            assert_eq!(r.status, 400, "{uri}: {}", r.body);
+        }
+    }
 }
