@@ -2,6 +2,8 @@
 //! Matching is on host, method and the normalised path (see [`crate::path`]); the longest
 //! path prefix wins, then a route that names a host, then one that names methods.
 
+use std::collections::HashMap;
+
 use http::Method;
 
 /// What a route demands of the session.
@@ -58,7 +60,9 @@ impl HostPattern {
         }
     }
 
-    /// `host` must already be lower case, without port.
+    /// `host` must already be lower case, without port. (The table looks hosts up by name and
+    /// suffix; this is the definition it is tested against.)
+    #[cfg(test)]
     fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(h) => h == host,
@@ -147,10 +151,16 @@ pub fn is_case_variant(method: &Method) -> bool {
         .any(|s| s.eq_ignore_ascii_case(m) && *s != m)
 }
 
+/// The route table. A request is served by the most specific route that matches it: the
+/// longest path prefix, then a route with a host before one without, then one with methods
+/// before one without, then the first in the config. Matching costs a hash lookup per segment
+/// of the path (and per label of the host), whatever the number of routes: the routes are
+/// grouped by prefix, and each group by host.
 #[derive(Debug)]
 pub struct RouteTable {
-    /// Indices into the config's routes, most specific first.
-    order: Vec<usize>,
+    /// The groups of routes that share a prefix (folded to lower case unless matching is
+    /// case-sensitive), by the hash of that prefix.
+    groups: HashMap<u64, Vec<Group>>,
     routes: Vec<Route>,
     case_sensitive: bool,
     /// One method of each kind the table tells apart: every method a route lists (HEAD with
@@ -160,11 +170,31 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>, case_sensitive: bool) -> Self {
-        let mut order: Vec<usize> = (0..routes.len()).collect();
-        order.sort_by_key(|&i| {
-            let r = &routes[i];
-            std::cmp::Reverse((r.prefix.len(), r.host.is_some(), r.methods.is_some()))
-        });
+        let mut groups: HashMap<u64, Vec<Group>> = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            let key = fold(&r.prefix, case_sensitive);
+            let bucket = groups.entry(prefix_hash(&key)).or_default();
+            let group = match bucket.iter().position(|g| g.key == key) {
+                Some(at) => &mut bucket[at],
+                None => {
+                    bucket.push(Group {
+                        key,
+                        ..Group::default()
+                    });
+                    bucket.last_mut().expect("just pushed")
+                }
+            };
+            let lists = match &r.host {
+                None => &mut group.any_host,
+                Some(HostPattern::Exact(h)) => group.exact.entry(h.clone()).or_default(),
+                Some(HostPattern::Subdomains(s)) => group.subdomains.entry(s.clone()).or_default(),
+            };
+            // Indices go in ascending: the first that matches in a list is the config's first.
+            match r.methods {
+                Some(_) => lists.with_methods.push(i),
+                None => lists.all_methods.push(i),
+            }
+        }
         let mut distinct_methods: Vec<Method> = routes
             .iter()
             .flat_map(|r| r.methods.iter().flatten().cloned())
@@ -176,7 +206,7 @@ impl RouteTable {
         distinct_methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         distinct_methods.dedup();
         Self {
-            order,
+            groups,
             routes,
             case_sensitive,
             distinct_methods,
@@ -203,7 +233,90 @@ impl RouteTable {
     /// The index of the route serving this request. `host` is lower case without port;
     /// `path` is a normalised decoded path.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<usize> {
-        self.order.iter().copied().find(|&i| {
+        // Every prefix that can match, longest first: the whole path, then the path up to
+        // each `/` from the right (the last being "", the root's prefix).
+        let ends = std::iter::once(path.len()).chain(
+            path.bytes()
+                .enumerate()
+                .rev()
+                .filter(|&(_, b)| b == b'/')
+                .map(|(i, _)| i),
+        );
+        for end in ends {
+            let candidate = &path[..end];
+            let Some(bucket) = self.groups.get(&self.hash_of(candidate)) else {
+                continue;
+            };
+            for group in bucket {
+                if !self.path_matches(&group.key, path) || group.key.len() != end {
+                    continue;
+                }
+                if let Some(i) = self.in_group(group, host, method) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// The route of `group` (all of one prefix) for this host and method: one with a host
+    /// before one without, one with methods before one without, the config's first.
+    fn in_group(&self, group: &Group, host: Option<&str>, method: &Method) -> Option<usize> {
+        let allowed = |i: &usize| {
+            self.routes[*i]
+                .methods
+                .as_ref()
+                .is_none_or(|ms| allows(ms, method))
+        };
+        // Every list of this host: its exact name, then each `*.` suffix of it.
+        let host_lists = || {
+            let exact = host.and_then(|h| group.exact.get(h));
+            let suffixes = host.into_iter().flat_map(|h| {
+                h.bytes()
+                    .enumerate()
+                    .filter(|&(i, b)| b == b'.' && i > 0)
+                    .filter_map(move |(i, _)| group.subdomains.get(&h[i..]))
+            });
+            exact.into_iter().chain(suffixes)
+        };
+        let first_of = |pick: fn(&Lists) -> &Vec<usize>| {
+            host_lists()
+                .filter_map(|l| pick(l).iter().find(|i| allowed(i)).copied())
+                .min()
+        };
+        first_of(|l| &l.with_methods)
+            .or_else(|| first_of(|l| &l.all_methods))
+            .or_else(|| {
+                group
+                    .any_host
+                    .with_methods
+                    .iter()
+                    .find(|i| allowed(i))
+                    .copied()
+            })
+            .or_else(|| group.any_host.all_methods.first().copied())
+    }
+
+    /// The hash a prefix is grouped by: of its lower-case form unless matching is
+    /// case-sensitive, computed without making that form.
+    fn hash_of(&self, prefix: &str) -> u64 {
+        if self.case_sensitive {
+            fnv1a(prefix.bytes())
+        } else {
+            fnv1a(prefix.bytes().map(|b| b.to_ascii_lowercase()))
+        }
+    }
+
+    /// The first matching route by a scan of every route in order of specificity: what
+    /// [`find`](Self::find) must always answer, for the property test.
+    #[cfg(test)]
+    fn find_by_scan(&self, host: Option<&str>, method: &Method, path: &str) -> Option<usize> {
+        let mut order: Vec<usize> = (0..self.routes.len()).collect();
+        order.sort_by_key(|&i| {
+            let r = &self.routes[i];
+            std::cmp::Reverse((r.prefix.len(), r.host.is_some(), r.methods.is_some()))
+        });
+        order.into_iter().find(|&i| {
             let r = &self.routes[i];
             self.path_matches(&r.prefix, path)
                 && r.host
@@ -226,6 +339,48 @@ impl RouteTable {
         };
         same && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
     }
+}
+
+/// Routes that share one prefix.
+#[derive(Debug, Default)]
+struct Group {
+    /// The prefix, folded as the table matches.
+    key: String,
+    /// Routes for one exact host, by host.
+    exact: HashMap<String, Lists>,
+    /// Routes for `*.suffix`, by the suffix with its dot (`.example.com`).
+    subdomains: HashMap<String, Lists>,
+    /// Routes for any host.
+    any_host: Lists,
+}
+
+/// Route indices, ascending, with methods and without.
+#[derive(Debug, Default)]
+struct Lists {
+    with_methods: Vec<usize>,
+    all_methods: Vec<usize>,
+}
+
+/// The prefix as the table compares it.
+fn fold(prefix: &str, case_sensitive: bool) -> String {
+    if case_sensitive {
+        prefix.to_owned()
+    } else {
+        prefix.to_ascii_lowercase()
+    }
+}
+
+/// The hash of a folded prefix: the same as [`RouteTable::hash_of`] gives the unfolded one.
+fn prefix_hash(folded: &str) -> u64 {
+    fnv1a(folded.bytes())
+}
+
+/// FNV-1a: a prefix's bucket. Only the config's prefixes make buckets, so a path chosen to
+/// collide finds one bucket, whose few groups are compared byte for byte.
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// HEAD is a GET without the body: wherever GET is allowed, HEAD is too (else a HEAD would
@@ -343,6 +498,82 @@ mod tests {
             !only_post.same_route_for_every_method(None, "/forms/a", 0),
             "a method no route serves is a method that moves the request (to a 404)"
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SEGMENTS: &[&str] = &["a", "A", "b", "api", "Api", "x.y"];
+        const HOSTS: &[&str] = &[
+            "example.com",
+            "a.example.com",
+            "b.a.example.com",
+            "other.org",
+        ];
+        const PATTERNS: &[&str] = &[
+            "example.com",
+            "*.example.com",
+            "a.example.com",
+            "*.a.example.com",
+            "other.org",
+        ];
+        const METHODS: &[&str] = &["GET", "POST", "DELETE", "HEAD", "PROPFIND"];
+
+        fn path(max: usize) -> impl Strategy<Value = String> {
+            (
+                prop::collection::vec(prop::sample::select(SEGMENTS), 0..max),
+                any::<bool>(),
+            )
+                .prop_map(|(segs, slash)| {
+                    let mut p = format!("/{}", segs.join("/"));
+                    if slash && p.len() > 1 {
+                        p.push('/');
+                    }
+                    p
+                })
+        }
+
+        fn table_routes() -> impl Strategy<Value = Vec<Route>> {
+            let one = (
+                path(4),
+                prop::option::of(prop::sample::select(PATTERNS)),
+                prop::option::of(prop::collection::vec(prop::sample::select(METHODS), 1..3)),
+            )
+                .prop_map(|(p, host, methods)| {
+                    let methods = methods.map(|ms| {
+                        ms.iter()
+                            .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                            .collect()
+                    });
+                    route(&p, host, methods)
+                });
+            prop::collection::vec(one, 1..40)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn the_table_answers_as_a_scan_of_every_route(
+                routes in table_routes(),
+                case_sensitive in any::<bool>(),
+                requests in prop::collection::vec(
+                    (prop::option::of(prop::sample::select(HOSTS)), prop::sample::select(METHODS), path(6)),
+                    1..30,
+                ),
+            ) {
+                let t = RouteTable::new(routes, case_sensitive);
+                for (host, method, path) in requests {
+                    let method = Method::from_bytes(method.as_bytes()).unwrap();
+                    prop_assert_eq!(
+                        t.find(host, &method, &path),
+                        t.find_by_scan(host, &method, &path),
+                        "{:?} {} {}", host, method, path
+                    );
+                }
+            }
+        }
     }
 
     #[test]
