@@ -219,6 +219,15 @@ impl GateServer {
                 metrics.clone(),
                 access_log.clone(),
             );
+            // The same request head and connection limits as the proxy's listeners: callers
+            // outside `trusted` are refused, but may still connect.
+            let app = head::Limited::new(
+                app,
+                config.head.clone(),
+                &config.connections,
+                metrics.clone(),
+                access_log.clone(),
+            );
             let mut service =
                 pingora::services::listening::Service::new("sessiongate forward-auth".into(), app);
             for addr in &fa.listen {

@@ -224,16 +224,24 @@ async fn a_caller_outside_trusted_is_refused_whatever_it_reports() {
         let r = raw_bytes_from("127.0.0.2", fa, req.as_bytes()).await;
         assert_eq!(r.status, 403, "{endpoint}");
     }
+    // The listener has the proxy's head limits, for any caller.
+    let big = format!(
+        "GET /auth/forward HTTP/1.1\r\nHost: gate\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let r = raw_bytes_from("127.0.0.2", fa, big.as_bytes()).await;
+    assert_eq!(r.status, 431, "{}", r.body);
     // The very same request from the trusted edge passes: the source decided.
     let r = raw_bytes_from("127.0.0.1", fa, request.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let logged = lines.wait_json(5);
+    let logged = lines.wait_json(6);
     assert_eq!(logged[0]["status"], 403);
-    assert_eq!(logged[4]["status"], 200);
-    assert_eq!(
-        logged[4]["path"], "/public/x",
-        "the original path is logged"
-    );
+    let passed = logged
+        .iter()
+        .find(|l| l["status"] == 200)
+        .expect("the pass is logged");
+    assert_eq!(passed["path"], "/public/x", "the original path is logged");
+    assert_eq!(passed["method"], "GET");
 }
 
 /// Writes `request` from a socket bound to `source` and reads the answer to its end.
