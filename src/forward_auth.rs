@@ -359,7 +359,13 @@ impl ServeHttp for ForwardAuth {
         };
         let reply = self.answer(req, peer, &mut log).await;
         let reply = reply.header(request_id::HEADER, log.request_id.clone());
-        let response = reply.into_response();
+        let head = req.method == Method::HEAD;
+        let mut response = reply.into_response();
+        // Envoy asks with the original method: a HEAD answer says how long the body would
+        // be, and sends none.
+        if head {
+            response.body_mut().clear();
+        }
         self.logged(&log, &response, start);
         response
     }

@@ -168,6 +168,18 @@ async fn traefik_and_envoy_requests_get_the_proxys_decision() {
     )
     .await;
     assert_eq!(r.status, 401, "Envoy's method is the original one");
+    let r = raw(
+        fa,
+        "HEAD",
+        "/auth/envoy/account/x",
+        &[("host", "app.example")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, ""),
+        "a HEAD answer has no body"
+    );
 
     // nginx's shape on its own endpoint: 401 with the login page in Location.
     let r = ask(
