@@ -134,6 +134,7 @@ fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Rout
         method_override: false,
         strip_session_cookie: false,
         audience: "app".into(),
+        cross_origin: None,
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) mod assertion;
 pub(crate) mod config;
 pub(crate) mod connections;
 pub(crate) mod cookie;
+pub(crate) mod cross_origin;
 pub(crate) mod directives;
 pub(crate) mod error;
 pub(crate) mod forwarded;

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// Session values that have no header form, so their identity header was not sent.
     pub identity_refused: IntCounter,
+    /// Cross-origin requests `cross_origin = "report"` let through.
+    pub cross_origin_reported: IntCounter,
     /// Client connections open now, both protocols.
     pub connections: IntGauge,
     /// Client connections closed at once because `server.max_connections` were open.
@@ -141,6 +143,10 @@ impl Default for Metrics {
             sessions_ended_by_cap: counter(
                 "sessiongate_sessions_ended_by_cap_total",
                 "Sessions ended because their user logged in past session.max_per_user (the oldest first).",
+            ),
+            cross_origin_reported: counter(
+                "sessiongate_cross_origin_reported_total",
+                "Cross-origin requests with the session cookie let through by cross_origin = \"report\" (refuse would have answered 403).",
             ),
             refusals: reg(
                 &registry,

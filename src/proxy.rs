@@ -44,6 +44,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::access_log::{AccessLog, Auth, Entry};
 use crate::assertion::Binding;
 use crate::cookie::Secure;
+use crate::cross_origin;
 use crate::directives::{self, Action};
 use crate::error::RequestError;
 use crate::forwarded::ClientView;
@@ -51,7 +52,7 @@ use crate::method_override::{BodyScan, Routed};
 use crate::metrics::Metrics;
 use crate::path::NormalPath;
 use crate::record::{id_prefix, ClientInfo};
-use crate::request::{cross_site, Target};
+use crate::request::Target;
 use crate::request_id;
 use crate::respond::Reply;
 use crate::routes::AuthMode;
@@ -186,6 +187,7 @@ impl ProxyHttp for Gate {
         };
         // The path as the upstream would get it: what the access log shows.
         ctx.path = Some(target.path);
+        ctx.authority = target.authority;
         let target_path = ctx.path.as_ref().expect("just set");
         if rt.sessions.settings.logout_path.as_deref() == Some(target_path.matched.as_str()) {
             return self.logout(session, ctx).await;
@@ -213,8 +215,17 @@ impl ProxyHttp for Gate {
         let route = rt.routes.get(index);
         ctx.route = Some(index);
         ctx.query = target.query;
-        ctx.authority = target.authority;
         ctx.host = target.host;
+        if let Err(why) = rt.cross_origin.guard(
+            route.cross_origin,
+            &cross_origin_request(session, ctx),
+            &ctx.request_id,
+            &self.metrics.cross_origin_reported,
+        ) {
+            return self
+                .refuse(session, ctx, RequestError::CrossOrigin(why))
+                .await;
+        }
         if route.auth == AuthMode::Public {
             ctx.auth = Some(Auth::Public);
             return Ok(false);
@@ -612,17 +623,17 @@ impl ProxyHttp for Gate {
 }
 
 impl Gate {
-    /// The gate's own logout: POST only, same-origin only, so that no cross-site page can log
-    /// a user out.
+    /// The gate's own logout: POST only, same-origin only (the cross-origin check, whatever
+    /// `cross_origin` says), so that no other page can log a user out.
     async fn logout(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = ctx.rt.clone();
         let req = session.req_header();
         if req.method != Method::POST {
             return self.refuse(session, ctx, RequestError::LogoutMethod).await;
         }
-        if cross_site(req) {
+        if let Err(why) = rt.cross_origin.logout(&cross_origin_request(session, ctx)) {
             return self
-                .refuse(session, ctx, RequestError::CrossSiteLogout)
+                .refuse(session, ctx, RequestError::CrossOrigin(why))
                 .await;
         }
         let record = match self.lookup(session, ctx).await {
@@ -789,6 +800,20 @@ fn client_info(session: &Session, view: Option<&ClientView>) -> ClientInfo {
             .map(str::to_owned),
         ip: view.and_then(|v| v.ip).map(|ip| ip.to_string()),
     }
+}
+
+/// What the cross-origin check reads of the request: its headers, the authority it was
+/// routed on, the scheme the client used, whether it carries the session cookie.
+fn cross_origin_request<'a>(
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+) -> cross_origin::Request<'a> {
+    cross_origin::Request::read(
+        session.req_header(),
+        ctx.authority.as_deref(),
+        ctx.client.as_ref().is_some_and(|c| c.https),
+        &ctx.rt.sessions.settings.cookie_name,
+    )
 }
 
 /// Removes cookie `name` from every `Cookie` header of `req`, keeping the other cookies.

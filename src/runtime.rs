@@ -23,6 +23,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::assertion::Assertions;
 use crate::config::Config;
+use crate::cross_origin::CrossOrigin;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Identity;
 use crate::path::PathPolicy;
@@ -41,6 +42,8 @@ pub struct Runtime {
     pub assertions: Option<Assertions>,
     pub path_policy: PathPolicy,
     pub trusted_proxies: TrustedProxies,
+    /// `server.cross_origin` and `server.trusted_origins` (a route may override the policy).
+    pub cross_origin: CrossOrigin,
     /// What a 503 tells clients to wait, in seconds.
     pub retry_after_secs: String,
 }
@@ -57,6 +60,7 @@ impl Runtime {
             assertions: config.identity.assertion.clone().map(Assertions::new),
             path_policy: config.path_policy,
             trusted_proxies: config.trusted_proxies.clone(),
+            cross_origin: config.cross_origin.clone(),
             retry_after_secs: config.store.retry_after().as_secs().max(1).to_string(),
         }
     }
