@@ -12,6 +12,7 @@ mod cluster;
 mod config;
 mod connections;
 mod cookies;
+mod cross_origin;
 mod edge;
 mod failover;
 mod identity;
