@@ -7,6 +7,7 @@ mod interop_harness;
 mod admin;
 mod assertion;
 mod attacks;
+mod browser;
 mod cache;
 mod cluster;
 mod config;
