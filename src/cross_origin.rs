@@ -98,9 +98,17 @@ pub struct Request<'a> {
     pub ambient: bool,
 }
 
+/// Whether the method and headers leave anything to check: not for GET, HEAD and OPTIONS,
+/// unless they are a WebSocket handshake.
+fn may_change_state(method: &Method, headers: &HeaderMap) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || is_websocket(headers)
+}
+
 impl<'a> Request<'a> {
     /// Reads a proxied request: `authority` is an absolute-form target's (else `Host` is
-    /// read), `cookie_name` the session cookie's name.
+    /// read), `cookie_name` the session cookie's name. The cookie is looked for only where
+    /// [`check`] needs it (not for a safe method that is not a WebSocket handshake), so that
+    /// page loads pay for nothing.
     pub fn read(
         req: &'a RequestHeader,
         authority: Option<&'a str>,
@@ -109,12 +117,13 @@ impl<'a> Request<'a> {
     ) -> Self {
         let authority =
             authority.or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
-        let ambient = req
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .any(|h| crate::cookie::values(h, cookie_name).next().is_some());
+        let ambient = may_change_state(&req.method, &req.headers)
+            && req
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .any(|h| crate::cookie::values(h, cookie_name).next().is_some());
         Request {
             method: &req.method,
             headers: &req.headers,
@@ -213,7 +222,7 @@ fn is_websocket(headers: &HeaderMap) -> bool {
 /// The rule: whether a request that another origin may have made with the session cookie is
 /// to be believed. Requests without the cookie always pass.
 pub fn check(req: &Request, trusted: &[Origin]) -> Verdict {
-    if !req.ambient {
+    if !req.ambient || !may_change_state(req.method, req.headers) {
         return Verdict::Pass;
     }
     // The handshake is a GET, and browsers let any page open a WebSocket to any host with
@@ -224,26 +233,24 @@ pub fn check(req: &Request, trusted: &[Origin]) -> Verdict {
             OriginIs::Absent | OriginIs::Trusted | OriginIs::Same => Verdict::Pass,
         };
     }
-    if matches!(*req.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return Verdict::Pass;
-    }
-    let origin = origin_of(req, trusted);
-    if let OriginIs::Trusted = origin {
-        return Verdict::Pass;
-    }
+    // Sec-Fetch-Site first: what it lets through, a trusted Origin would too, and it needs
+    // no Origin parsed.
     let mut sites = req.headers.get_all("sec-fetch-site").iter();
-    match (sites.next(), sites.next()) {
-        (Some(_), Some(_)) => Verdict::Foreign(Foreign::BadFetchSite),
+    let site = match (sites.next(), sites.next()) {
+        (Some(_), Some(_)) => Some(Foreign::BadFetchSite),
         (Some(site), None) => match site.as_bytes() {
-            b"same-origin" | b"none" => Verdict::Pass,
-            b"same-site" => Verdict::Foreign(Foreign::SameSite),
-            b"cross-site" => Verdict::Foreign(Foreign::CrossSite),
-            _ => Verdict::Foreign(Foreign::BadFetchSite),
+            b"same-origin" | b"none" => return Verdict::Pass,
+            b"same-site" => Some(Foreign::SameSite),
+            b"cross-site" => Some(Foreign::CrossSite),
+            _ => Some(Foreign::BadFetchSite),
         },
-        (None, _) => match origin {
-            OriginIs::Foreign(why) => Verdict::Foreign(why),
-            OriginIs::Absent | OriginIs::Trusted | OriginIs::Same => Verdict::Pass,
-        },
+        (None, _) => None,
+    };
+    match (origin_of(req, trusted), site) {
+        (OriginIs::Trusted, _) => Verdict::Pass,
+        (_, Some(why)) => Verdict::Foreign(why),
+        (OriginIs::Foreign(why), None) => Verdict::Foreign(why),
+        (OriginIs::Absent | OriginIs::Same, None) => Verdict::Pass,
     }
 }
 

@@ -161,7 +161,7 @@ impl RequestError {
     }
 
     /// The `reason` of `sessiongate_refusals_total` when this is the gate refusing for a limit
-    /// of its own (not a failure, not the client's fault): its public code.
+    /// or a rule of its own (not a failure, not a malformed request): its public code.
     pub fn refusal(&self) -> Option<&'static str> {
         match self {
             Self::StoreFull(_) | Self::TooManySessions | Self::CrossOrigin(_) => Some(self.code()),

@@ -56,6 +56,10 @@ pub use store::StoreSettings;
 pub mod hot_path {
     pub use crate::assertion::{AssertionSettings, Assertions, Binding, SigningKey};
     pub use crate::cookie::{decode_value, encode_value, values, CookiePolicy, SameSite, Secure};
+    pub use crate::cross_origin::{
+        check as cross_origin_check, CrossOrigin, Origin, Policy, Request as CrossOriginRequest,
+        Verdict,
+    };
     pub use crate::identity::{Identity, IdentitySettings};
     pub use crate::path::{normalize_path, PathPolicy};
     pub use crate::record::SessionRecord;

@@ -40,8 +40,8 @@ pub struct Metrics {
     pub sessions_revoked: IntCounter,
     /// Sessions a login past `session.max_per_user` ended (the user's oldest).
     pub sessions_ended_by_cap: IntCounter,
-    /// `sessiongate_refusals_total{reason}`: requests refused by a limit, by reason
-    /// (`too_many_sessions`, …).
+    /// `sessiongate_refusals_total{reason}`: requests refused by a limit or the cross-origin
+    /// check, by reason (`too_many_sessions`, `cross_origin`, …).
     pub refusals: IntCounterVec,
     /// `sessiongate_upstream_server_up{upstream,server}`, read from the pools at each scrape.
     upstream_up: IntGaugeVec,
@@ -153,7 +153,7 @@ impl Default for Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "sessiongate_refusals_total",
-                        "Requests refused by a limit, by reason.",
+                        "Requests refused by a limit or the cross-origin check, by reason.",
                     ),
                     &["reason"],
                 )

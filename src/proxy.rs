@@ -2,7 +2,8 @@
 //!
 //! 1. `request_filter`: check the request target, method, Host and credentials and
 //!    canonicalise the path (400 on anything ambiguous), answer the logout path, pick the
-//!    route (404 when none), and for non-public routes verify the cookie or token and load
+//!    route (404 when none), refuse what another origin sent with the session cookie (403,
+//!    [`crate::cross_origin`]), and for non-public routes verify the cookie or token and load
 //!    the session, touching it. Store down: 503. No session on a required route: 401 or a
 //!    login redirect.
 //! 2. `upstream_peer`: the next healthy server of the route's pool (any server when none is

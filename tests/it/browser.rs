@@ -347,7 +347,7 @@ async fn attacker_pages_on_another_port_and_on_another_host_change_nothing() {
         demo.statuses("POST", "/account/settings", 4),
         [403, 403, 401, 401]
     );
-    let live = demo.statuses("GET", "/account/live", 2);
+    let live = demo.statuses("GET", "/account/live", 3);
     assert_eq!(live.iter().filter(|s| **s == 403).count(), 1, "{live:?}");
     assert_eq!(live.iter().filter(|s| **s == 302).count(), 1, "{live:?}");
     assert!(live.contains(&101), "{live:?}");
