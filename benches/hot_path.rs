@@ -5,7 +5,10 @@
 //!   worst case, every key is tried anyway so timing does not tell which matched);
 //! - `route`: normalise the request path and match it against 100 routes;
 //! - `identity`: strip every spelling of the identity headers from a realistic request and
-//!   inject the real ones from a parsed session.
+//!   inject the real ones from a parsed session;
+//! - `cross_origin`: the cross-origin check on a browser's request with the session cookie
+//!   (read the request, then the rule), for a GET, a same-origin POST, a forged POST, a
+//!   WebSocket handshake.
 //!
 //! Run: `cargo bench -p sessiongate-benches --bench hot_path` (add a filter such as `cookie`
 //! after `--` to run one group).
@@ -19,9 +22,9 @@ use pingora::http::RequestHeader;
 use serde_json::{json, Map, Value};
 
 use sessiongate::hot_path::{
-    decode_value, encode_value, normalize_path, values, AuthMode, CookiePolicy, HostPattern,
-    Identity, IdentitySettings, MemoryStore, Route, RouteTable, SameSite, Secure, SessionRecord,
-    Signer,
+    cross_origin_check, decode_value, encode_value, normalize_path, values, AuthMode, CookiePolicy,
+    CrossOrigin, CrossOriginRequest, HostPattern, Identity, IdentitySettings, MemoryStore, Origin,
+    Policy, Route, RouteTable, SameSite, Secure, SessionRecord, Signer, Verdict,
 };
 use sessiongate::{Config, Sessions};
 
@@ -134,6 +137,7 @@ fn route(prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Rout
         method_override: false,
         strip_session_cookie: false,
         audience: "app".into(),
+        cross_origin: None,
     }
 }
 
@@ -366,12 +370,70 @@ fn assertion(c: &mut Criterion) {
     g.finish();
 }
 
+/// The cross-origin check as the proxy makes it: read the request (is the session cookie
+/// there, which authority), then the rule, with one trusted origin configured.
+fn cross_origin(c: &mut Criterion) {
+    let settings = CrossOrigin {
+        policy: Policy::Refuse,
+        trusted: vec![Origin::parse("https://partner.example.com").unwrap()],
+    };
+    let get = browser_request();
+    let with = |method: &str, extra: &[(&str, &str)]| {
+        let mut req = browser_request();
+        req.set_method(Method::from_bytes(method.as_bytes()).unwrap());
+        req.remove_header("sec-fetch-site");
+        for (k, v) in extra {
+            req.insert_header(k.to_string(), *v).unwrap();
+        }
+        req
+    };
+    let same_origin = with(
+        "POST",
+        &[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://app.example.com"),
+        ],
+    );
+    let origin_only = with("POST", &[("origin", "https://app.example.com")]);
+    let forged = with(
+        "POST",
+        &[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://blog.example.com"),
+        ],
+    );
+    let websocket = with(
+        "GET",
+        &[
+            ("upgrade", "websocket"),
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://app.example.com"),
+        ],
+    );
+    let mut g = c.benchmark_group("cross_origin");
+    for (name, req, expected) in [
+        ("get", &get, true),
+        ("post_same_origin", &same_origin, true),
+        ("post_origin_only", &origin_only, true),
+        ("post_forged", &forged, false),
+        ("websocket", &websocket, true),
+    ] {
+        let run = || {
+            let r = CrossOriginRequest::read(black_box(req), None, true, COOKIE_NAME);
+            cross_origin_check(&r, &settings.trusted)
+        };
+        assert_eq!(run() == Verdict::Pass, expected, "{name}");
+        g.bench_function(name, |b| b.iter(run));
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .without_plots();
-    targets = cookie, routing, identity, assertion
+    targets = cookie, routing, identity, assertion, cross_origin
 }
 criterion_main!(benches);

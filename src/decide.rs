@@ -7,9 +7,11 @@
 //! 2. the gate's logout path (the proxy only: it is answered by the gate itself);
 //! 3. the route (404 when none), and every carrier of a method override checked against it
 //!    ([`crate::method_override`]);
-//! 4. on routes that are not public, the credential verified and the session loaded (and
+//! 4. what another origin sent with the session cookie, refused (403,
+//!    [`crate::cross_origin`]);
+//! 5. on routes that are not public, the credential verified and the session loaded (and
 //!    touched): a store that fails is a 503, never a logout;
-//! 5. no session where one is needed: where a page load logs in, or 401.
+//! 6. no session where one is needed: where a page load logs in, or 401.
 //!
 //! What it decides is a [`Verdict`]; what it learned on the way (the canonical target, the
 //! route, how the session was settled) is in [`Decided`] whatever the verdict, for the
@@ -24,11 +26,12 @@ use pingora::http::RequestHeader;
 
 use crate::access_log::Auth;
 use crate::assertion::{Binding, Refused};
+use crate::cross_origin;
 use crate::error::RequestError;
 use crate::method_override::{BodyScan, Routed};
 use crate::metrics::Metrics;
 use crate::record::id_prefix;
-use crate::request::{cross_site, Target};
+use crate::request::Target;
 use crate::routes::{AuthMode, Route};
 use crate::runtime::Runtime;
 use crate::sessions::Active;
@@ -41,6 +44,15 @@ pub enum Front {
     Proxy,
     /// Forward-auth, for an edge that forwards the request: the gate never sees its body.
     ForwardAuth,
+}
+
+/// How the request reached the front, as the front saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// The client used HTTPS (to the gate, to a trusted proxy, or to the edge).
+    pub https: bool,
+    /// The request's id, for what the decision logs.
+    pub request_id: &'a str,
 }
 
 /// What the decision is: what the front does with the request.
@@ -113,6 +125,7 @@ impl Decider {
         rt: &Runtime,
         req: &RequestHeader,
         front: Front,
+        arrival: Arrival<'_>,
         d: &mut Decided,
     ) -> Verdict {
         let target = match Target::read(req, &rt.path_policy, &rt.sessions) {
@@ -126,8 +139,15 @@ impl Decider {
             if req.method != Method::POST {
                 return Verdict::Refuse(RequestError::LogoutMethod);
             }
-            if cross_site(req) {
-                return Verdict::Refuse(RequestError::CrossSiteLogout);
+            // Same origin only, whatever `cross_origin` says: no other page logs a user out.
+            let asked = cross_origin::Request::read(
+                req,
+                target.authority.as_deref(),
+                arrival.https,
+                &rt.sessions.settings.cookie_name,
+            );
+            if let Err(why) = rt.cross_origin.logout(&asked) {
+                return Verdict::Refuse(RequestError::CrossOrigin(why));
             }
             return Verdict::Logout;
         }
@@ -142,20 +162,37 @@ impl Decider {
             host,
             path,
         };
-        let body_scan = match routed
+        let (overridden, body_scan) = match routed
             .check_head(req, target.query.as_deref())
-            .and_then(|()| routed.body_scan(req))
+            .and_then(|o| Ok((o, routed.body_scan(req)?)))
         {
-            Ok(scan) => scan,
+            Ok(checked) => checked,
             Err(e) => return Verdict::Refuse(e),
         };
+        let route = rt.routes.get(index);
+        // What another origin sent with the session cookie, judged as the method the
+        // upstream will act on (an override's, on a route that lets it through).
+        let asked = cross_origin::Request::read_as(
+            req,
+            overridden.as_ref().unwrap_or(&req.method),
+            target.authority.as_deref(),
+            arrival.https,
+            &rt.sessions.settings.cookie_name,
+        );
+        if let Err(why) = rt.cross_origin.guard(
+            route.cross_origin,
+            &asked,
+            arrival.request_id,
+            &self.metrics.cross_origin_reported,
+        ) {
+            return Verdict::Refuse(RequestError::CrossOrigin(why));
+        }
         // An edge forwards the body without the gate: where a field in it could move the
         // request to another route, nothing checks it.
         if front == Front::ForwardAuth && body_scan.is_some() {
             return Verdict::Refuse(RequestError::BodyUnseen);
         }
         d.route = Some(index);
-        let route = rt.routes.get(index);
         if route.auth == AuthMode::Public {
             d.auth = Some(Auth::Public);
             return Verdict::Pass {

@@ -9,6 +9,7 @@
 
 use pingora::{ErrorSource, ErrorType};
 
+use crate::cross_origin::Foreign;
 use crate::directives::DirectiveError;
 use crate::path::PathError;
 use crate::routes::HostError;
@@ -37,8 +38,10 @@ pub enum RequestError {
     NoRoute,
     #[error("the logout path was asked with another method than POST")]
     LogoutMethod,
-    #[error("a logout from another site")]
-    CrossSiteLogout,
+    /// A state-changing request another origin made with the session cookie (the gate's
+    /// logout included): [`crate::cross_origin`].
+    #[error("cross-origin request refused: {0}")]
+    CrossOrigin(Foreign),
     #[error("no valid session")]
     Unauthenticated,
     #[error("login refused: the user already holds session.max_per_user sessions")]
@@ -94,7 +97,7 @@ impl RequestError {
             | Self::MixedCredentials
             | Self::Client(_) => 400,
             Self::Unauthenticated => 401,
-            Self::CrossSiteLogout
+            Self::CrossOrigin(_)
             | Self::TooManySessions
             | Self::BodyUnseen
             | Self::UntrustedCaller(_) => 403,
@@ -124,7 +127,7 @@ impl RequestError {
             Self::Unauthenticated => "unauthenticated",
             Self::NoRoute => "no_route",
             Self::LogoutMethod => "method_not_allowed",
-            Self::CrossSiteLogout => "cross_site",
+            Self::CrossOrigin(_) => "cross_origin",
             Self::TooManySessions => "too_many_sessions",
             Self::BodyUnseen => "body_unchecked",
             Self::UntrustedCaller(_) => "forbidden",
@@ -152,7 +155,7 @@ impl RequestError {
             Self::Unauthenticated => "a valid session is required",
             Self::NoRoute => "no route serves this path",
             Self::LogoutMethod => "log out with POST",
-            Self::CrossSiteLogout => "logout must come from this site",
+            Self::CrossOrigin(_) => "this request must come from this site's own pages",
             Self::TooManySessions => {
                 "this account has too many sessions; log out of another one first"
             }
@@ -169,10 +172,10 @@ impl RequestError {
     }
 
     /// The `reason` of `sessiongate_refusals_total` when this is the gate refusing for a limit
-    /// of its own (not a failure, not the client's fault): its public code.
+    /// or a rule of its own (not a failure, not a malformed request): its public code.
     pub fn refusal(&self) -> Option<&'static str> {
         match self {
-            Self::StoreFull(_) | Self::TooManySessions => Some(self.code()),
+            Self::StoreFull(_) | Self::TooManySessions | Self::CrossOrigin(_) => Some(self.code()),
             _ => None,
         }
     }

@@ -45,7 +45,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::access_log::{AccessLog, Auth, Entry};
 use crate::assertion::{request_url, Binding};
-use crate::decide::{Decided, Decider, Front, Verdict};
+use crate::decide::{Arrival, Decided, Decider, Front, Verdict};
 use crate::error::RequestError;
 use crate::forwarded::{ClientView, TrustedProxies};
 use crate::metrics::Metrics;
@@ -263,7 +263,16 @@ impl ForwardAuth {
         log.method = original.head.method.as_str().to_owned();
         let verdict = self
             .decider
-            .decide(&rt, &original.head, Front::ForwardAuth, &mut log.decided)
+            .decide(
+                &rt,
+                &original.head,
+                Front::ForwardAuth,
+                Arrival {
+                    https: original.https,
+                    request_id: &log.request_id,
+                },
+                &mut log.decided,
+            )
             .await;
         match verdict {
             Verdict::Pass { active, .. } => {

@@ -22,6 +22,7 @@ pub(crate) mod assertion;
 pub(crate) mod config;
 pub(crate) mod connections;
 pub(crate) mod cookie;
+pub(crate) mod cross_origin;
 pub(crate) mod decide;
 pub(crate) mod directives;
 pub(crate) mod error;
@@ -58,6 +59,10 @@ pub use store::StoreSettings;
 pub mod hot_path {
     pub use crate::assertion::{AssertionSettings, Assertions, Binding, SigningKey};
     pub use crate::cookie::{decode_value, encode_value, values, CookiePolicy, SameSite, Secure};
+    pub use crate::cross_origin::{
+        check as cross_origin_check, CrossOrigin, Origin, Policy, Request as CrossOriginRequest,
+        Verdict,
+    };
     pub use crate::identity::{Identity, IdentitySettings};
     pub use crate::path::{normalize_path, PathPolicy};
     pub use crate::record::SessionRecord;

@@ -88,7 +88,7 @@ pub struct Routed<'a> {
 impl Routed<'_> {
     /// Refuses an override of `carrier` naming `value`, unless the route allows overrides and
     /// serves that very method.
-    fn check(&self, carrier: Carrier, value: Option<&[u8]>) -> Result<(), RequestError> {
+    fn check(&self, carrier: Carrier, value: Option<&[u8]>) -> Result<Method, RequestError> {
         let route = self.routes.get(self.index);
         if !route.method_override {
             return Err(RequestError::MethodOverride(format!(
@@ -111,30 +111,43 @@ impl Routed<'_> {
                 carrier.as_str()
             )));
         }
-        Ok(())
+        Ok(method)
     }
 
-    /// Checks the override headers and the query's `_method` keys.
-    pub fn check_head(&self, req: &RequestHeader, query: Option<&str>) -> Result<(), RequestError> {
+    /// Checks the override headers and the query's `_method` keys, and returns the method
+    /// they make of the request, if any: the one that is not safe (GET, HEAD, OPTIONS) when
+    /// they name several, as the upstream may act on it.
+    pub fn check_head(
+        &self,
+        req: &RequestHeader,
+        query: Option<&str>,
+    ) -> Result<Option<Method>, RequestError> {
+        let mut made: Option<Method> = None;
+        let mut keep = |m: Method| {
+            let safe = |m: &Method| matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS);
+            if made.as_ref().is_none_or(|old| safe(old) && !safe(&m)) {
+                made = Some(m);
+            }
+        };
         if let Some(query) = query {
             let mut form = UrlEncoded::default();
             let mut found = form.feed(query.as_bytes());
             found.extend(form.finish());
             for f in found {
-                self.check(Carrier::Query, f.value.as_deref())?;
+                keep(self.check(Carrier::Query, f.value.as_deref())?);
             }
         }
         // Without `method_override` the headers are stripped on the way upstream.
         if !self.routes.get(self.index).method_override {
-            return Ok(());
+            return Ok(made);
         }
         for (name, value) in &req.headers {
             // Header names are lower case; a lenient backend reads `_` as `-`.
             if HEADERS.contains(&name.as_str().replace('_', "-").as_str()) {
-                self.check(Carrier::Header, Some(value.as_bytes()))?;
+                keep(self.check(Carrier::Header, Some(value.as_bytes()))?);
             }
         }
-        Ok(())
+        Ok(made)
     }
 
     /// A scanner for the request's body when a `_method` field in it could move the request

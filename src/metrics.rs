@@ -40,8 +40,8 @@ pub struct Metrics {
     pub sessions_revoked: IntCounter,
     /// Sessions a login past `session.max_per_user` ended (the user's oldest).
     pub sessions_ended_by_cap: IntCounter,
-    /// `sessiongate_refusals_total{reason}`: requests refused by a limit, by reason
-    /// (`too_many_sessions`, …).
+    /// `sessiongate_refusals_total{reason}`: requests refused by a limit or the cross-origin
+    /// check, by reason (`too_many_sessions`, `cross_origin`, …).
     pub refusals: IntCounterVec,
     /// `sessiongate_forward_auth_requests_total{edge,status}`: forward-auth answers, by the
     /// endpoint asked (`nginx`, `forwarded`, `envoy`, `none`) and status.
@@ -69,6 +69,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// Session values that have no header form, so their identity header was not sent.
     pub identity_refused: IntCounter,
+    /// Cross-origin requests `cross_origin = "report"` let through.
+    pub cross_origin_reported: IntCounter,
     /// Client connections open now, both protocols.
     pub connections: IntGauge,
     /// Client connections closed at once because `server.max_connections` were open.
@@ -145,12 +147,16 @@ impl Default for Metrics {
                 "sessiongate_sessions_ended_by_cap_total",
                 "Sessions ended because their user logged in past session.max_per_user (the oldest first).",
             ),
+            cross_origin_reported: counter(
+                "sessiongate_cross_origin_reported_total",
+                "Cross-origin requests with the session cookie let through by cross_origin = \"report\" (refuse would have answered 403).",
+            ),
             refusals: reg(
                 &registry,
                 IntCounterVec::new(
                     Opts::new(
                         "sessiongate_refusals_total",
-                        "Requests refused by a limit, by reason.",
+                        "Requests refused by a limit or the cross-origin check, by reason.",
                     ),
                     &["reason"],
                 )

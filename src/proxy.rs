@@ -43,7 +43,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::access_log::{AccessLog, Auth, Entry};
 use crate::assertion::Binding;
-use crate::decide::{Decided, Decider, Front, Verdict};
+use crate::decide::{Arrival, Decided, Decider, Front, Verdict};
 use crate::directives::{self, Action};
 use crate::error::RequestError;
 use crate::forwarded::ClientView;
@@ -157,7 +157,16 @@ impl ProxyHttp for Gate {
         ));
         let verdict = self
             .decider
-            .decide(&rt, session.req_header(), Front::Proxy, &mut ctx.decided)
+            .decide(
+                &rt,
+                session.req_header(),
+                Front::Proxy,
+                Arrival {
+                    https: ctx.client.as_ref().is_some_and(|c| c.https),
+                    request_id: &ctx.request_id,
+                },
+                &mut ctx.decided,
+            )
             .await;
         match verdict {
             Verdict::Pass { active, body_scan } => {

@@ -37,6 +37,7 @@ impl Runtime {
             assertions: config.identity.assertion.clone().map(Assertions::new),
             path_policy: config.path_policy,
             trusted_proxies: config.trusted_proxies.clone(),
+            cross_origin: config.cross_origin.clone(),
             retry_after_secs: config.store.retry_after().as_secs().max(1).to_string(),
         }
     }

@@ -69,33 +69,3 @@ impl Target {
         }))
     }
 }
-
-pub fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-}
-
-/// A state-changing request sent by another site: `Sec-Fetch-Site: cross-site`, or an
-/// `Origin` whose host is not the one the request was sent to.
-pub fn cross_site(req: &RequestHeader) -> bool {
-    if req
-        .headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site")
-    {
-        return true;
-    }
-    match (
-        req.headers
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok()),
-        request_host(req),
-    ) {
-        (Some("null"), _) => true,
-        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
-}

@@ -35,6 +35,8 @@ pub struct Route {
     pub strip_session_cookie: bool,
     /// The assertion's `aud` on this route (the upstream's name unless configured).
     pub audience: String,
+    /// The route's own cross-origin policy; `server.cross_origin` when `None`.
+    pub cross_origin: Option<crate::cross_origin::Policy>,
 }
 
 /// `example.com` or `*.example.com` (any subdomain, not the apex).
@@ -405,6 +407,7 @@ mod tests {
             method_override: false,
             strip_session_cookie: false,
             audience: "app".into(),
+            cross_origin: None,
         }
     }
 

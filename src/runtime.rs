@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::assertion::Assertions;
+use crate::cross_origin::CrossOrigin;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Identity;
 use crate::path::PathPolicy;
@@ -24,6 +25,8 @@ pub struct Runtime {
     pub assertions: Option<Assertions>,
     pub path_policy: PathPolicy,
     pub trusted_proxies: TrustedProxies,
+    /// `server.cross_origin` and `server.trusted_origins` (a route may override the policy).
+    pub cross_origin: CrossOrigin,
     /// What a 503 tells clients to wait, in seconds.
     pub retry_after_secs: String,
 }

@@ -50,6 +50,18 @@ impl Config {
                 .collect();
             let _ = writeln!(o, "trusted proxies: {}", nets.join(", "));
         }
+        let x = &self.cross_origin;
+        let trusted: Vec<String> = x.trusted.iter().map(|o| o.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "cross-origin requests with the session cookie: {}{}",
+            policy(x.policy),
+            if trusted.is_empty() {
+                String::new()
+            } else {
+                format!("; trusted origins: {}", trusted.join(", "))
+            }
+        );
         let p = &self.path_policy;
         let _ = writeln!(
             o,
@@ -291,7 +303,7 @@ impl Config {
             };
             let _ = writeln!(
                 o,
-                "  {host} {}/ [{methods}] -> {}: {auth}{}{}",
+                "  {host} {}/ [{methods}] -> {}: {auth}{}{}{}",
                 r.prefix,
                 r.upstream
                     .map_or("(no upstream: forward-auth only)", |u| self.upstreams[u]
@@ -307,9 +319,20 @@ impl Config {
                     ", the session cookie is kept from the upstream"
                 } else {
                     ""
-                }
+                },
+                r.cross_origin
+                    .map(|p| format!(", cross-origin requests: {}", policy(p)))
+                    .unwrap_or_default()
             );
         }
         o
+    }
+}
+
+fn policy(p: crate::cross_origin::Policy) -> &'static str {
+    match p {
+        crate::cross_origin::Policy::Refuse => "refused (403)",
+        crate::cross_origin::Policy::Report => "reported (logged and counted, let through)",
+        crate::cross_origin::Policy::Allow => "not checked",
     }
 }

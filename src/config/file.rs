@@ -110,6 +110,12 @@ pub struct ServerSection {
     /// Networks (CIDRs) of the proxies in front of the gate, whose `X-Forwarded-*` headers
     /// are believed. None by default: every peer is the client itself.
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// What a state-changing request another origin made with the session cookie gets:
+    /// refused with 403 (`refuse`), let through and logged (`report`), or not checked
+    /// (`allow`). A route's `cross_origin` overrides it.
+    pub cross_origin: CrossOriginSetting,
+    /// Origins (`https://partner.example`) whose requests always pass the cross-origin check.
+    pub trusted_origins: Vec<Spanned<String>>,
     /// The unix socket a new process (`sessiongate --upgrade`) takes the listeners from.
     pub upgrade_socket: Option<Spanned<String>>,
     /// Route paths match case-insensitively, because most web frameworks route that way and a
@@ -157,6 +163,15 @@ pub enum PathParameters {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+pub enum CrossOriginSetting {
+    #[default]
+    Refuse,
+    Report,
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
 pub enum DoubleEncoding {
     #[default]
     Reject,
@@ -171,6 +186,8 @@ impl Default for ServerSection {
             threads: 1,
             trust_forwarded_proto: None,
             trusted_proxies: Vec::new(),
+            cross_origin: CrossOriginSetting::Refuse,
+            trusted_origins: Vec::new(),
             upgrade_socket: None,
             case_sensitive_paths: false,
             path_parameters: PathParameters::Reject,
@@ -556,6 +573,8 @@ pub struct RouteSection {
     pub strip_session_cookie: bool,
     /// The `aud` of `[identity.assertion]` tokens on this route; the upstream's name if unset.
     pub audience: Option<Spanned<String>>,
+    /// This route's cross-origin policy; `server.cross_origin` if unset.
+    pub cross_origin: Option<CrossOriginSetting>,
 }
 
 fn yes() -> bool {

@@ -25,6 +25,7 @@ use self::source::{In, Source};
 use crate::access_log::LogSettings;
 use crate::admin::AdminSettings;
 use crate::connections::ConnectionLimits;
+use crate::cross_origin::CrossOrigin;
 use crate::forward_auth::ForwardAuthSettings;
 use crate::forwarded::TrustedProxies;
 use crate::head::HeadLimits;
@@ -44,6 +45,8 @@ pub struct Config {
     pub threads: usize,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// `server.cross_origin` and `server.trusted_origins`.
+    pub cross_origin: CrossOrigin,
     /// Where `--upgrade` takes the listening sockets from.
     pub upgrade_socket: Option<String>,
     pub case_sensitive_paths: bool,
@@ -198,6 +201,7 @@ impl Config {
             tls: server.tls,
             threads: server.threads,
             trusted_proxies: server.trusted_proxies,
+            cross_origin: server.cross_origin,
             upgrade_socket: server.upgrade_socket,
             case_sensitive_paths: server.case_sensitive_paths,
             path_policy: server.path_policy,

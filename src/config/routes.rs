@@ -12,6 +12,7 @@ use super::normalize_path;
 use super::source::{header_name, redirect_target, resolve_secret, In};
 use super::ConfigError;
 use crate::assertion::{AssertionSettings, SigningKey};
+use crate::cross_origin::Policy;
 use crate::identity::{canonical_header_name, IdentitySettings};
 use crate::routes::{AuthMode, HostPattern, Route};
 use crate::upstreams::{ServerName, UpstreamSettings};
@@ -347,6 +348,7 @@ impl TryFrom<In<'_, RouteInput<'_>>> for Vec<Route> {
                         None => String::new(),
                     },
                 },
+                cross_origin: r.cross_origin.map(policy),
             };
             if out.iter().any(|o| {
                 o.prefix == route.prefix && o.host == route.host && o.methods == route.methods
@@ -362,6 +364,15 @@ impl TryFrom<In<'_, RouteInput<'_>>> for Vec<Route> {
             out.push(route);
         }
         Ok(out)
+    }
+}
+
+/// `server.cross_origin` or a route's `cross_origin`.
+pub(super) fn policy(s: file::CrossOriginSetting) -> Policy {
+    match s {
+        file::CrossOriginSetting::Refuse => Policy::Refuse,
+        file::CrossOriginSetting::Report => Policy::Report,
+        file::CrossOriginSetting::Allow => Policy::Allow,
     }
 }
 

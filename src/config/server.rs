@@ -10,6 +10,7 @@ use super::source::{parse_listen, readable_file, resolve_secret, In};
 use super::{ConfigError, TlsSettings};
 use crate::admin::AdminSettings;
 use crate::connections::ConnectionLimits;
+use crate::cross_origin::{CrossOrigin, Origin};
 use crate::forward_auth::ForwardAuthSettings;
 use crate::forwarded::TrustedProxies;
 use crate::head::HeadLimits;
@@ -21,6 +22,7 @@ pub(super) struct Server {
     pub tls: Option<TlsSettings>,
     pub threads: usize,
     pub trusted_proxies: TrustedProxies,
+    pub cross_origin: CrossOrigin,
     pub upgrade_socket: Option<String>,
     pub case_sensitive_paths: bool,
     pub path_policy: PathPolicy,
@@ -82,6 +84,7 @@ impl TryFrom<In<'_, file::ServerSection>> for Server {
             tls,
             threads: s.threads,
             trusted_proxies: TrustedProxies::new(nets),
+            cross_origin: CrossOrigin::try_from(i)?,
             upgrade_socket,
             case_sensitive_paths: s.case_sensitive_paths,
             path_policy: PathPolicy {
@@ -96,6 +99,23 @@ impl TryFrom<In<'_, file::ServerSection>> for Server {
             drain_delay: s.drain_delay,
             head: HeadLimits::try_from(i)?,
             connections: ConnectionLimits::try_from(i)?,
+        })
+    }
+}
+
+impl TryFrom<In<'_, file::ServerSection>> for CrossOrigin {
+    type Error = ConfigError;
+
+    fn try_from(In { at: s, src, .. }: In<'_, file::ServerSection>) -> Result<Self, ConfigError> {
+        let mut trusted = Vec::new();
+        for (i, o) in s.trusted_origins.iter().enumerate() {
+            let origin = Origin::parse(o.get_ref())
+                .map_err(|m| src.err(format!("server.trusted_origins[{i}]"), o.span(), m))?;
+            trusted.push(origin);
+        }
+        Ok(CrossOrigin {
+            policy: super::routes::policy(s.cross_origin),
+            trusted,
         })
     }
 }

@@ -228,6 +228,7 @@ mod properties {
             method_override: false,
             strip_session_cookie: false,
             audience: "app".into(),
+            cross_origin: None,
         };
         RouteTable::new(
             vec![

@@ -50,6 +50,10 @@ fn check_prints_the_plan_and_fails_on_errors() {
     );
     assert!(stdout.contains("store: memory"), "{stdout}");
     assert!(
+        stdout.contains("cross-origin requests with the session cookie: refused (403)"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("request heads: at most 32768 bytes and 100 headers (else 431), complete within 10s of their first byte (else 408)"),
         "{stdout}"
     );

@@ -28,7 +28,9 @@ pub use sessiongate_testkit::{
     free_addr, free_port, wait_for, ProcessGuard, Redis, RedisCluster, RedisSentinel, Upstream,
 };
 
+mod browser;
 mod relay;
+pub use browser::Browser;
 pub use relay::FreezableRelay;
 
 pub const SECRET: &str = "test secret, first";

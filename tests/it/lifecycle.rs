@@ -89,7 +89,7 @@ async fn a_malformed_issue_header_is_a_502_not_a_session() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_gates_own_logout_is_post_only_and_same_site_only() {
+async fn the_gates_own_logout_is_post_only_and_same_origin_only() {
     let redis = Redis::start();
     let app = Upstream::start("app").await;
     let gate = standard(GateBuilder::new().redis(&redis), &[&app]).start();
@@ -109,6 +109,7 @@ async fn the_gates_own_logout_is_post_only_and_same_site_only() {
     )
     .await;
     assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "cross_origin");
     let r = raw(
         gate.addr,
         "POST",

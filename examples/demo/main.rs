@@ -12,15 +12,12 @@
 //! the demo walks through that itself, as a client: refused without a session, log in, the
 //! identity headers the app received, log out, refused again.
 
-use std::convert::Infallible;
+mod app;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use sessiongate::{Config, GateServer};
 
 const APP_ADDR: &str = "127.0.0.1:3000";
@@ -48,7 +45,12 @@ fn main() -> anyhow::Result<()> {
     std::thread::spawn(|| {
         tokio::runtime::Runtime::new()
             .expect("runtime")
-            .block_on(serve_app())
+            .block_on(async {
+                let listener = tokio::net::TcpListener::bind(APP_ADDR)
+                    .await
+                    .expect("port 3000 is free");
+                app::serve(listener).await
+            })
     });
     tracing::info!(
         "demo app on http://{APP_ADDR}; open http://{}/",
@@ -196,133 +198,4 @@ fn request(
         headers,
         body: body.trim().to_string(),
     })
-}
-
-async fn serve_app() {
-    let listener = tokio::net::TcpListener::bind(APP_ADDR)
-        .await
-        .expect("port 3000 is free");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(app))
-                .await;
-        });
-    }
-}
-
-async fn app(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let user = header(&req, "x-user");
-    let roles = header(&req, "x-user-roles");
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let method = req.method().clone();
-    let resp = match (method.as_str(), path.as_str()) {
-        ("GET", "/") => page(
-            "Home",
-            &match &user {
-                Some(u) => format!("<p>Signed in as <b>{}</b>. <a href=\"/account/\">Your account</a></p>{}", esc(u), LOGOUT),
-                None => "<p>Not signed in. <a href=\"/account/\">Your account</a> needs a session; <a href=\"/login\">sign in</a>.</p>".into(),
-            },
-        ),
-        ("GET", "/login") => page(
-            "Sign in",
-            &format!(
-                "<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"return_to\" value=\"{}\">\
-                 <label>User <input name=\"user\" value=\"alice\"></label> \
-                 <label>Roles <input name=\"roles\" value=\"reader,editor\"></label> \
-                 <label><input type=\"checkbox\" name=\"remember\" value=\"30d\"> Remember me</label> <button>Sign in</button></form>",
-                esc(&param(&query, "return_to").unwrap_or_default())
-            ),
-        ),
-        ("POST", "/login") => {
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let form = String::from_utf8_lossy(&body).to_string();
-            let name = param(&form, "user").filter(|u| !u.is_empty()).unwrap_or_else(|| "alice".into());
-            let roles: Vec<String> = param(&form, "roles").unwrap_or_default().split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
-            // Only local paths: `//host` or `/\host` would send the user off-site.
-            let back = param(&form, "return_to")
-                .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\"))
-                .unwrap_or_else(|| "/account/".into());
-            let session = serde_json::json!({ "user": name, "roles": roles });
-            let mut resp = Response::builder()
-                .status(303)
-                .header("location", back)
-                .header("x-session-issue", session.to_string());
-            // "Remember me": a persistent cookie of this life (the gate caps it).
-            if let Some(life) = param(&form, "remember").filter(|r| !r.is_empty()) {
-                resp = resp.header("x-session-max-age", life);
-            }
-            resp.body(Full::new(Bytes::new())).unwrap()
-        }
-        ("POST", "/account/settings") => {
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let form = String::from_utf8_lossy(&body).to_string();
-            let mut resp = Response::builder().status(303).header("location", "/account/");
-            if param(&form, "everywhere").is_some() {
-                // Log out everywhere: every session of this user, on every gate.
-                resp = resp.header("location", "/").header("x-session-destroy", "all");
-            } else if let Some(theme) = param(&form, "theme") {
-                resp = resp.header("x-session-update", serde_json::json!({ "theme": theme }).to_string());
-            }
-            resp.body(Full::new(Bytes::new())).unwrap()
-        }
-        ("GET", p) if p.starts_with("/account") => page(
-            "Your account",
-            &format!(
-                "<p>This page is protected by the gate. The app received these headers:</p>\
-                 <table><tr><td>X-User</td><td><b>{}</b></td></tr><tr><td>X-User-Roles</td><td><b>{}</b></td></tr></table>{}",
-                esc(user.as_deref().unwrap_or("-")),
-                esc(roles.as_deref().unwrap_or("-")),
-                LOGOUT
-            ),
-        ),
-        ("GET", p) if p.starts_with("/api/") => Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(serde_json::json!({ "user": user, "roles": roles }).to_string())))
-            .unwrap(),
-        _ => Response::builder().status(404).body(Full::new(Bytes::from("not found"))).unwrap(),
-    };
-    Ok(resp)
-}
-
-const LOGOUT: &str = "<form method=\"post\" action=\"/account/settings\"><input name=\"theme\" value=\"dark\"> <button>Save theme</button></form>\
-<form method=\"post\" action=\"/logout\"><button>Sign out</button></form>\
-<form method=\"post\" action=\"/account/settings\"><input type=\"hidden\" name=\"everywhere\" value=\"1\"><button>Sign out everywhere</button></form>";
-
-fn page(title: &str, body: &str) -> Response<Full<Bytes>> {
-    let html = format!("<!doctype html><title>{title}</title><h1>{title}</h1>{body}");
-    Response::builder()
-        .header("content-type", "text/html; charset=utf-8")
-        .body(Full::new(Bytes::from(html)))
-        .unwrap()
-}
-
-fn header(req: &Request<hyper::body::Incoming>, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn param(query: &str, key: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
