@@ -55,7 +55,7 @@ pub fn chart(path: &Path, rows: &[Row], machine: &[(String, String)]) {
         let rps = r.rps().unwrap();
         let len = ((rps / max) * bar_max as f64).round().max(1.0) as i32;
         let color = match r.key {
-            "express" | "express-defaults" => RGBColor(230, 140, 40),
+            "express" | "express-defaults" | "fa-express" => RGBColor(230, 140, 40),
             key if is_reference(key) => RGBColor(150, 150, 150),
             _ => RGBColor(40, 110, 200),
         };

@@ -17,15 +17,24 @@
 //! | `public` | the gate on a `public` route: no session work, the gate's bare-proxy limit (set against `pingora`) |
 //! | `auth-nocache` | the gate on a `required` route, `[cache] enabled = false`: verify + one Redis round trip (read + touch) per request |
 //! | `auth-cache` | the same with `[cache] enabled = true` (`touch_interval = "60s"`) |
+//! | `assert-cached` | `auth-cache` with `[identity.assertion]` (ES256 key, `bind_request = false`): the token is signed once per session and audience and reused from its cache |
+//! | `assert-bound` | the same with `bind_request = true`: an ES256 signature per request |
+//! | `assert-bound-eddsa` | the same with an Ed25519 key (EdDSA), the key the docs advise for `bind_request` |
 //! | `ws-nocache-cycle`, `ws-cache-cycle` | working set larger than the cache: `BENCH_WORKING_SET` sessions (100 000, about 200 bytes each) in Redis, each request the next one in turn, cache off and on |
 //! | `ws-nocache-zipf`, `ws-cache-zipf` | the same sessions drawn from a Zipf distribution (exponent 0.99) |
 //! | `express` | express-session + connect-redis + http-proxy-middleware doing the same job (benches/peer/, one Node process, keep-alive agent to the upstream) |
 //! | `express-defaults` | the same with http-proxy-middleware's default agent: a new upstream connection per request, as most apps run it |
+//! | `fa-nginx` | nginx (1 worker) with `auth_request`, configured by contrib/nginx/ as users copy it, asking the gate's `[forward_auth]` `/auth/request` (cache on, as `auth-cache`) about each request and proxying to the upstream (only when `nginx` is on PATH) |
+//! | `fa-nginx-nocache` | the same, the gate's cache off (as `auth-nocache`) |
+//! | `fa-express` | the same nginx asking an express-session + connect-redis checker instead (benches/peer/ with `PEER_MODE=auth-request`: 200 with `X-User`, or 401) |
 //!
 //! Every authenticated row is checked first: no cookie gets 401, the cookie gets 200 and the
-//! upstream saw `X-User: alice` (a forged `X-User` is replaced). Every gate row reports the
-//! Redis commands per request (INFO commandstats before and after the measured window,
-//! script-internal calls included, INFO itself excluded) and the gate's peak RSS (VmHWM).
+//! upstream saw `X-User: alice` (a forged `X-User` is replaced); the assertion rows also that
+//! the upstream got a token for `alice` (bound: with `htm`/`htu`, a new one per request;
+//! cached: the same one again). Every gate row reports the Redis commands per request (INFO
+//! commandstats before and after the measured window, script-internal calls included, INFO
+//! itself excluded) and the gate's peak RSS (VmHWM); the `fa-*` rows the checker's (the gate
+//! or the Node process), not nginx's.
 //!
 //! Results: a table on stdout, `benches/results/load.md` and `benches/results/load.svg`, and
 //! the targets with their measured ratios (and `public / bare Pingora`, a ratio with no
@@ -62,10 +71,11 @@ use std::time::Duration;
 
 use driver::{client_runtime, Ctx, Target};
 use opts::Opts;
-use probe::{check_authenticates, invalidation_delay, login, probe, wait_for_200};
+use probe::{check_assertion, check_authenticates, invalidation_delay, login, probe, wait_for_200};
 use processes::{
-    build_gate, build_passthrough, nginx_worker_rss, start_express, start_gate, start_nginx,
-    start_passthrough, start_upstream, upstream_main, BenchRedis, Cache, GateSpec,
+    assertion_table, build_gate, build_passthrough, forward_auth_table, key_file, nginx_worker_rss,
+    start_express, start_gate, start_gate_with, start_nginx, start_nginx_auth, start_passthrough,
+    start_upstream, upstream_main, BenchRedis, Cache, GateSpec, PeerMode,
 };
 use report::{report, Row};
 use sessiongate_testkit::on_path;
@@ -234,6 +244,51 @@ fn run(opts: &Opts) {
         rows.push(row);
     }
 
+    for (key, label, alg, bind) in [
+        (
+            "assert-cached",
+            "gate, auth, assertion cached",
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            false,
+        ),
+        (
+            "assert-bound",
+            "gate, auth, assertion bound ES256",
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            true,
+        ),
+        (
+            "assert-bound-eddsa",
+            "gate, auth, assertion bound EdDSA",
+            &rcgen::PKCS_ED25519,
+            true,
+        ),
+    ] {
+        if !opts.wants(key) {
+            continue;
+        }
+        let mut row = Row::new(key, label);
+        let key_path = key_file(dir, &format!("{key}.pem"), alg);
+        let (mut gate, port) = start_gate_with(
+            &spec,
+            &format!("gate-{key}"),
+            Cache::On,
+            &assertion_table(&key_path, bind),
+        );
+        check_authenticates(label, port, &cookie);
+        check_assertion(label, port, &cookie, bind);
+        let target = Target {
+            port,
+            path: "/api/data",
+            cookie: Some(cookie.clone()),
+            mix: None,
+        };
+        ctx.measure(&mut row, &target, Some(&gate));
+        gate.assert_running();
+        check_assertion(label, port, &cookie, bind);
+        rows.push(row);
+    }
+
     let workset_rows = [
         (
             "ws-nocache-cycle",
@@ -292,9 +347,9 @@ fn run(opts: &Opts) {
         if !opts.wants(key) {
             continue;
         }
-        match start_express(&redis_url, upstream_port, opts.rolling, keep_alive) {
+        let mode = PeerMode::Proxy { keep_alive };
+        match start_express(&redis_url, upstream_port, opts.rolling, mode) {
             Ok((mut node, port)) => {
-                node.wait_for_port(port, Duration::from_secs(20));
                 check_authenticates(label, port, &cookie);
                 let target = Target {
                     port,
@@ -312,6 +367,76 @@ fn run(opts: &Opts) {
         }
         rows.push(row);
     }
+    // nginx `auth_request` (contrib/nginx as users copy it) in front of the upstream, asking
+    // the gate's forward-auth or the express-session checker about every request.
+    for (key, label, checker) in [
+        (
+            "fa-nginx",
+            "nginx auth_request + gate, cache on",
+            Some(Cache::On),
+        ),
+        (
+            "fa-nginx-nocache",
+            "nginx auth_request + gate, cache off",
+            Some(Cache::Off),
+        ),
+        ("fa-express", "nginx auth_request + express", None),
+    ] {
+        if !opts.wants(key) {
+            continue;
+        }
+        let mut row = Row::new(key, label);
+        if !on_path("nginx") {
+            row.skipped = Some("nginx not installed".into());
+            rows.push(row);
+            continue;
+        }
+        // The checker is the process the row's RSS is read from; nginx is the same in both.
+        let checked = match checker {
+            Some(cache) => {
+                let fa = sessiongate_testkit::free_port();
+                let (gate, _) = start_gate_with(
+                    &spec,
+                    &format!("gate-{key}"),
+                    cache,
+                    &forward_auth_table(fa),
+                );
+                Ok((gate, fa))
+            }
+            None => start_express(
+                &redis_url,
+                upstream_port,
+                opts.rolling,
+                PeerMode::AuthRequest,
+            ),
+        };
+        let (mut checker, checker_port) = match checked {
+            Ok(c) => c,
+            Err(why) => {
+                eprintln!("load bench: express checker not run: {why}");
+                row.skipped = Some(why);
+                rows.push(row);
+                continue;
+            }
+        };
+        checker.wait_for_port(checker_port, Duration::from_secs(20));
+        let (mut nginx, port) =
+            start_nginx_auth(dir, &format!("nginx-{key}"), checker_port, upstream_port);
+        wait_for_200(&mut nginx, port, "/public/ready", Duration::from_secs(10));
+        check_authenticates(label, port, &cookie);
+        let target = Target {
+            port,
+            path: "/api/data",
+            cookie: Some(cookie.clone()),
+            mix: None,
+        };
+        ctx.measure(&mut row, &target, Some(&checker));
+        checker.assert_running();
+        nginx.assert_running();
+        check_authenticates(label, port, &cookie);
+        rows.push(row);
+    }
+
     let invalidation = if opts.wants("invalidation") {
         invalidation_delay(&spec, &mut ctx.redis, 50)
     } else {

@@ -24,12 +24,18 @@ pub const ALL_ROWS: &[&str] = &[
     "public",
     "auth-nocache",
     "auth-cache",
+    "assert-cached",
+    "assert-bound",
+    "assert-bound-eddsa",
     "ws-nocache-cycle",
     "ws-cache-cycle",
     "ws-nocache-zipf",
     "ws-cache-zipf",
     "express",
     "express-defaults",
+    "fa-nginx",
+    "fa-nginx-nocache",
+    "fa-express",
     "invalidation",
 ];
 

@@ -101,6 +101,57 @@ pub fn check_authenticates(name: &str, port: u16, cookie: &str) {
     assert_eq!(forged.status, 401, "{name}: a forged cookie must get 401");
 }
 
+/// The upstream got an assertion for `alice` with the session's roles: with `bind_request`
+/// bound to the request (`htm`, `htu`) and a new token per request; without, the cached token
+/// again. Read the way the upstream would find it, not verified (tests/it/assertion.rs
+/// verifies signatures with the JWKS).
+pub fn check_assertion(name: &str, port: u16, cookie: &str, bound: bool) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let token = || {
+        let p = probe(
+            port,
+            "GET",
+            "/api/data",
+            &[("Cookie", cookie), ("X-Echo-Assertion", "1")],
+        )
+        .unwrap();
+        assert_eq!(p.status, 200, "{name}: the cookie must get 200");
+        p.header("x-seen-assertion")
+            .unwrap_or_else(|| panic!("{name}: the upstream got no assertion"))
+            .to_string()
+    };
+    let (first, second) = (token(), token());
+    let parts: Vec<&str> = first.split('.').collect();
+    assert_eq!(parts.len(), 3, "{name}: a JWS in compact form");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url claims"))
+            .expect("JSON claims");
+    assert_eq!(claims["sub"], USER, "{name}: {claims}");
+    assert_eq!(claims["aud"], "app", "{name}: {claims}");
+    assert_eq!(
+        claims["roles"],
+        serde_json::json!(["admin", "reader"]),
+        "{name}: {claims}"
+    );
+    if bound {
+        assert_eq!(claims["htm"], "GET", "{name}: {claims}");
+        assert!(
+            claims["htu"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/api/data")),
+            "{name}: {claims}"
+        );
+        assert_ne!(
+            first, second,
+            "{name}: a bound assertion is signed per request"
+        );
+    } else {
+        assert!(claims.get("htm").is_none(), "{name}: {claims}");
+        assert_eq!(first, second, "{name}: an unbound assertion is reused");
+    }
+}
+
 /// Logs `alice` in through the gate (the upstream answers `X-Session-Issue`): the session is
 /// stored exactly as the gate stores every session. Returns the `Cookie` header value.
 pub fn login(port: u16) -> String {

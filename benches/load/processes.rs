@@ -54,13 +54,20 @@ pub fn upstream_main() {
 }
 
 /// 200 with the fixed body; echoes the identity it was given (`x-seen-user`) so the harness
-/// can check the gate injected it. `/login` answers the gate's login directive.
+/// can check the gate injected it, and the assertion (`x-seen-assertion`) when the request
+/// carries `x-echo-assertion`. `/login` answers the gate's login directive.
 fn upstream_answer(req: &Request<Incoming>, body: Bytes) -> Response<Full<Bytes>> {
     let mut resp = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json");
     if let Some(user) = req.headers().get("x-user") {
         resp = resp.header("x-seen-user", user.clone());
+    }
+    // Only when the probe asks: the measured requests carry no token back.
+    if req.headers().contains_key("x-echo-assertion") {
+        if let Some(token) = req.headers().get("x-session-assertion") {
+            resp = resp.header("x-seen-assertion", token.clone());
+        }
     }
     if req.uri().path() == "/login" {
         resp = resp.header(
@@ -175,7 +182,14 @@ pub enum Cache {
 
 pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-fn gate_config(port: u16, redis_url: &str, upstream: u16, cache: Cache, rolling: bool) -> String {
+fn gate_config(
+    port: u16,
+    redis_url: &str,
+    upstream: u16,
+    cache: Cache,
+    rolling: bool,
+    extra: &str,
+) -> String {
     let (enabled, touch_interval) = match cache {
         Cache::Off => (false, "0s"),
         Cache::On => (true, "60s"),
@@ -231,8 +245,32 @@ issue_sessions = true
 path = "/api/"
 upstream = "app"
 auth = "required"
-"#
+{extra}"#
     )
+}
+
+/// `[forward_auth]` on `port`, believing the local nginx.
+pub fn forward_auth_table(port: u16) -> String {
+    format!("\n[forward_auth]\nlisten = [\"127.0.0.1:{port}\"]\ntrusted = [\"127.0.0.1\"]\n")
+}
+
+/// `[identity.assertion]` signed with the PKCS#8 PEM key at `key`; `bind_request` signs one
+/// per request, otherwise one per session is cached.
+pub fn assertion_table(key: &Path, bind_request: bool) -> String {
+    format!(
+        "\n[identity.assertion]\nkey = \"file:{}\"\nissuer = \"https://gate.bench\"\nclaims = {{ roles = \"/roles\" }}\nbind_request = {bind_request}\n",
+        key.display()
+    )
+}
+
+/// A fresh PKCS#8 PEM private key for `alg` (rcgen's P-256 for ES256, Ed25519 for EdDSA).
+pub fn key_file(tmp: &Path, name: &str, alg: &'static rcgen::SignatureAlgorithm) -> PathBuf {
+    let pem = rcgen::KeyPair::generate_for(alg)
+        .expect("generate a key")
+        .serialize_pem();
+    let path = tmp.join(name);
+    std::fs::write(&path, pem).unwrap();
+    path
 }
 
 pub struct GateSpec<'a> {
@@ -244,6 +282,16 @@ pub struct GateSpec<'a> {
 }
 
 pub fn start_gate(spec: &GateSpec<'_>, name: &str, cache: Cache) -> (ProcessGuard, u16) {
+    start_gate_with(spec, name, cache, "")
+}
+
+/// The gate with `extra` (whole TOML tables) added to its configuration.
+pub fn start_gate_with(
+    spec: &GateSpec<'_>,
+    name: &str,
+    cache: Cache,
+    extra: &str,
+) -> (ProcessGuard, u16) {
     let GateSpec {
         bin,
         tmp,
@@ -255,7 +303,7 @@ pub fn start_gate(spec: &GateSpec<'_>, name: &str, cache: Cache) -> (ProcessGuar
     let config = tmp.join(format!("{name}.toml"));
     std::fs::write(
         &config,
-        gate_config(port, redis_url, upstream, cache, rolling),
+        gate_config(port, redis_url, upstream, cache, rolling, extra),
     )
     .unwrap();
     let mut proc = ProcessGuard::spawn(
@@ -291,11 +339,71 @@ pub fn start_passthrough(bin: &Path, upstream: u16) -> (ProcessGuard, u16) {
 
 pub fn start_nginx(tmp: &Path, upstream: u16) -> (ProcessGuard, u16) {
     let port = free_port();
-    let prefix = tmp.join("nginx");
+    let server = format!(
+        r#"    upstream app {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"#
+    );
+    run_nginx(
+        &tmp.join("nginx"),
+        "plain proxy_pass, one worker, loopback only",
+        &server,
+        port,
+    )
+}
+
+/// nginx with `auth_request` as users set it up: contrib/nginx/site.conf and its two snippets
+/// as they are, with only the addresses put in (`checker` is asked at `/auth/request`, the
+/// app is the bench upstream), as tests/it/forward_auth.rs runs them. The snippets open a
+/// connection per subrequest and per proxied request (no `keepalive` upstream blocks).
+pub fn start_nginx_auth(
+    tmp: &Path,
+    name: &str,
+    checker: u16,
+    upstream: u16,
+) -> (ProcessGuard, u16) {
+    let port = free_port();
+    let prefix = tmp.join(name);
+    std::fs::create_dir_all(&prefix).unwrap();
+    let p = prefix.display().to_string();
+    let contrib = |file: &str| {
+        std::fs::read_to_string(bench_dir().join("../contrib/nginx").join(file))
+            .unwrap_or_else(|e| panic!("read contrib/nginx/{file}: {e}"))
+            .replace("127.0.0.1:9090", &format!("127.0.0.1:{checker}"))
+            .replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream}"))
+            .replace("/etc/nginx/snippets/", &format!("{p}/"))
+    };
+    for snippet in ["sessiongate.conf", "sessiongate-location.conf"] {
+        std::fs::write(prefix.join(snippet), contrib(snippet)).unwrap();
+    }
+    let site =
+        contrib("site.conf").replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"));
+    run_nginx(
+        &prefix,
+        "contrib/nginx auth_request, one worker, loopback only",
+        &site,
+        port,
+    )
+}
+
+/// nginx (one worker, no access log, client keep-alive without a request limit) serving
+/// `servers` (what goes in its `http` block), with its files under `prefix`.
+fn run_nginx(prefix: &Path, what: &str, servers: &str, port: u16) -> (ProcessGuard, u16) {
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let p = prefix.display();
     let conf = format!(
-        r#"# Generated by benches/load/processes.rs: plain proxy_pass, one worker, loopback only.
+        r#"# Generated by benches/load/processes.rs: {what}.
 worker_processes 1;
 daemon off;
 pid {p}/nginx.pid;
@@ -309,20 +417,7 @@ http {{
     fastcgi_temp_path {p}/fastcgi;
     uwsgi_temp_path {p}/uwsgi;
     scgi_temp_path {p}/scgi;
-    upstream app {{
-        server 127.0.0.1:{upstream};
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
+{servers}}}
 "#
     );
     let path = prefix.join("nginx.conf");
@@ -331,7 +426,7 @@ http {{
         "nginx",
         Command::new("nginx")
             .arg("-p")
-            .arg(&prefix)
+            .arg(prefix)
             .arg("-c")
             .arg(&path),
     )
@@ -351,11 +446,21 @@ pub fn nginx_worker_rss(master: u32) -> Option<u64> {
         .max()
 }
 
+/// What the express peer does with a request that has its session.
+#[derive(Clone, Copy)]
+pub enum PeerMode {
+    /// Proxies it to the upstream (http-proxy-middleware); `keep_alive`: with a keep-alive
+    /// agent rather than the middleware's default of a connection per request.
+    Proxy { keep_alive: bool },
+    /// Answers nginx's `auth_request` subrequest: 200 with the identity headers, or 401.
+    AuthRequest,
+}
+
 pub fn start_express(
     redis_url: &str,
     upstream: u16,
     rolling: bool,
-    keep_alive: bool,
+    mode: PeerMode,
 ) -> Result<(ProcessGuard, u16), String> {
     if !on_path("node") || !on_path("npm") {
         return Err("Node.js/npm not installed".into());
@@ -379,20 +484,23 @@ pub fn start_express(
         }
     }
     let port = free_port();
-    let proc = ProcessGuard::spawn(
-        "express-peer",
-        Command::new("node")
-            .arg(peer.join("app.js"))
-            .env("PORT", port.to_string())
-            .env("REDIS_URL", redis_url)
+    let mut cmd = Command::new("node");
+    cmd.arg(peer.join("app.js"))
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", redis_url)
+        .env("SESSION_SECRET", SECRET)
+        .env("ROLLING", if rolling { "1" } else { "0" })
+        .env("NODE_ENV", "production");
+    match mode {
+        PeerMode::Proxy { keep_alive } => cmd
             .env("UPSTREAM", format!("http://127.0.0.1:{upstream}"))
-            .env("SESSION_SECRET", SECRET)
-            .env("ROLLING", if rolling { "1" } else { "0" })
             .env(
                 "PEER_UPSTREAM_KEEPALIVE",
                 if keep_alive { "1" } else { "0" },
-            )
-            .env("NODE_ENV", "production"),
-    );
+            ),
+        PeerMode::AuthRequest => cmd.env("PEER_MODE", "auth-request"),
+    };
+    let mut proc = ProcessGuard::spawn("express-peer", &mut cmd);
+    proc.wait_for_port(port, Duration::from_secs(20));
     Ok((proc, port))
 }

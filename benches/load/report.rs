@@ -150,12 +150,18 @@ const ROW_NOTES: &[(&str, &str)] = &[
     ("public", "the gate on an `auth = \"public\"` route: path normalisation, routing, header stripping, no session work. The gate's bare-proxy limit, set against the bare Pingora row."),
     ("auth-nocache", "the gate on an `auth = \"required\"` route with `[cache] enabled = false`, `touch_interval = \"0s\"`, rolling: cookie verify, one Redis round trip per request (the load+touch script), identity headers, a fresh `Set-Cookie`."),
     ("auth-cache", "the same with `[cache] enabled = true`, `touch_interval = \"60s\"` (the defaults with Redis): sessions come from the local cache."),
+    ("assert-cached", "`auth-cache` with `[identity.assertion]` (an ES256 key, `claims = { roles = \"/roles\" }`, `bind_request = false`): every proxied request carries a JWT, signed once per session and audience and reused from the assertion cache for half its `ttl`."),
+    ("assert-bound", "the same with `bind_request = true`: `htm`/`htu` in every token, so an ES256 signature per request."),
+    ("assert-bound-eddsa", "the same with an Ed25519 key (EdDSA): a signature per request with the key the docs advise for `bind_request`."),
     ("ws-nocache-cycle", "working set larger than the cache: 100 000 sessions (`BENCH_WORKING_SET`) of about 200 bytes in Redis, 18 times what 16 MiB of cache hold; each request carries the next session in turn; cache off (as `auth-nocache`). Its peak RSS is the baseline of the cache's memory."),
     ("ws-cache-cycle", "the same, cache on (as `auth-cache`): every request misses; the cache must cost nothing, and its RSS over the cache-off row is what the cache holds."),
     ("ws-nocache-zipf", "the same sessions drawn from a Zipf distribution (exponent 0.99, YCSB's), cache off."),
     ("ws-cache-zipf", "the same, cache on: the hot sessions stay cached."),
     ("express", "express 5 + express-session + connect-redis 9 + http-proxy-middleware 3 in one Node process (benches/peer/), checking the same session in the same Redis (rolling, `resave: false`), 401 without a user, identity headers set, with a keep-alive agent to the upstream."),
     ("express-defaults", "the same app with http-proxy-middleware's default agent: a new upstream connection per request, as most deployments run it."),
+    ("fa-nginx", "nginx (1 worker) with `auth_request`, set up with contrib/nginx/ (site.conf and its two snippets, addresses put in): every request is first asked of the gate's `[forward_auth]` `/auth/request` (one thread, cache on as `auth-cache`), then proxied to the upstream with the identity the gate answered. The snippets keep no upstream connections alive, so nginx opens two connections per request. Peak RSS is the gate's."),
+    ("fa-nginx-nocache", "the same, the gate's cache off (as `auth-nocache`): one Redis round trip per request, as the express checker makes."),
+    ("fa-express", "the same nginx and snippets asking an express-session + connect-redis checker instead (benches/peer/ with `PEER_MODE=auth-request`, one Node process: 200 with `X-User`/`X-User-Roles`, or 401; the same Redis, session and secret). Peak RSS is the Node process's."),
 ];
 
 pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {

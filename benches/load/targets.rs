@@ -129,6 +129,50 @@ pub fn targets(rows: &[Row]) -> Vec<Verdict> {
             "the express peer was not run",
         );
     }
+    // No targets: what the assertion costs on the cached path, and forward-auth beside the
+    // express-session checker behind the same nginx.
+    for (a, b, name) in [
+        (
+            "assert-cached",
+            "auth-cache",
+            "auth with a cached assertion / auth, cache on",
+        ),
+        (
+            "assert-bound",
+            "auth-cache",
+            "auth with a bound ES256 assertion / auth, cache on",
+        ),
+        (
+            "assert-bound-eddsa",
+            "auth-cache",
+            "auth with a bound EdDSA assertion / auth, cache on",
+        ),
+        (
+            "fa-nginx",
+            "fa-express",
+            "nginx auth_request: gate, cache on / express checker",
+        ),
+        (
+            "fa-nginx-nocache",
+            "fa-express",
+            "nginx auth_request: gate, cache off / express checker",
+        ),
+        (
+            "fa-nginx",
+            "nginx",
+            "nginx auth_request + gate, cache on / nginx proxy_pass",
+        ),
+    ] {
+        if rows.iter().any(|r| r.key == a) {
+            ratio(
+                &format!("{name} throughput"),
+                get(a),
+                get(b),
+                &|a, b| (rps(a) / rps(b), None),
+                "a row was not run",
+            );
+        }
+    }
     for (off, on, what) in [
         ("ws-nocache-cycle", "ws-cache-cycle", "cycling"),
         ("ws-nocache-zipf", "ws-cache-zipf", "Zipf"),
