@@ -21,6 +21,7 @@ mod limits;
 mod memory_bound;
 mod observability;
 mod outage;
+mod postgres;
 mod protocols;
 mod revocation;
 mod rolling;
