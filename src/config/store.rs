@@ -297,6 +297,43 @@ sentinel = { master = "m", nodes = ["redis://10.0.0.1:26379"] }"#,
     }
 
     #[test]
+    fn postgres_takes_connect_pg_simples_names_and_a_secret_password() {
+        let parse = |pg: &str| {
+            let toml = format!(
+                "[session]\nsecrets = [\"a test secret of some length\"]\nstore = \"postgres\"\nuser_field = \"uid\"\n[postgres]\n{pg}\n[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[route]]\npath = \"/\"\nupstream = \"a\"\nauth = \"public\"\n"
+            );
+            let env = |name: &str| (name == "PGPW").then(|| "s3cret".to_owned());
+            crate::Config::parse(&toml, "test.toml", &env).map_err(|e| e.to_string())
+        };
+        let c = parse("url = \"postgres://gate@db:5432/app?sslmode=require\"\npassword = \"env:PGPW\"\nprune_interval = \"0s\"").unwrap();
+        let StoreSettings::Postgres(p) = &c.store else {
+            panic!("postgres")
+        };
+        assert_eq!(
+            (p.schema.as_str(), p.table.as_str(), p.user_field.as_str()),
+            ("public", "session", "uid")
+        );
+        assert_eq!(p.password.as_deref(), Some("s3cret"));
+        assert!(p.prune_interval.is_zero() && !p.create_table);
+        assert!(c.cache.is_some(), "the cache is on with PostgreSQL too");
+        assert!(!format!("{p:?}").contains("s3cret"));
+        for (bad, key) in [
+            ("url = \"redis://db\"", "test.toml:6: postgres.url"),
+            (
+                "url = \"postgres://db/app?sslmode=bogus\"",
+                "test.toml:6: postgres.url",
+            ),
+            ("pool_size = 0", "test.toml:6: postgres.pool_size"),
+            ("table = \"\"", "test.toml:6: postgres.table"),
+            ("password = \"env:NOPE\"", "test.toml:6: postgres.password"),
+            ("tablename = \"s\"", "postgres"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_embedded_store_is_bounded_by_default_and_as_configured() {
         let parse = |tail: &str| {
             let toml = format!(
