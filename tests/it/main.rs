@@ -22,6 +22,7 @@ mod memory_bound;
 mod observability;
 mod outage;
 mod postgres;
+mod postgres_interop;
 mod protocols;
 mod revocation;
 mod rolling;
