@@ -174,7 +174,7 @@ impl Config {
                     },
                     if p.create_user_index { ", user index created" } else { "" },
                     if p.create_notify_trigger {
-                        ", notify trigger created and listened to"
+                        ", notify trigger created"
                     } else {
                         ""
                     },

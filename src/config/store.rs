@@ -153,6 +153,13 @@ impl TryFrom<In<'_, file::PostgresSection>> for PostgresSettings {
                 format!("`{}` is not a postgres:// URL", redact_pg_url(url)),
             ));
         }
+        if url.contains("password=") {
+            return Err(src.err(
+                "postgres.url",
+                p.url.span(),
+                "give the password with `password` (env: or file:), not in the URL's query",
+            ));
+        }
         let ca_pem = match &p.ca_file {
             None => None,
             Some(path) => Some(std::fs::read(path.get_ref()).map_err(|e| {
@@ -324,6 +331,10 @@ sentinel = { master = "m", nodes = ["redis://10.0.0.1:26379"] }"#,
                 "test.toml:6: postgres.url",
             ),
             ("pool_size = 0", "test.toml:6: postgres.pool_size"),
+            (
+                "url = \"postgres://db/app?password=x\"",
+                "test.toml:6: postgres.url",
+            ),
             ("table = \"\"", "test.toml:6: postgres.table"),
             ("password = \"env:NOPE\"", "test.toml:6: postgres.password"),
             ("tablename = \"s\"", "postgres"),

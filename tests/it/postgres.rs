@@ -488,3 +488,171 @@ async fn postgres_down_is_503_and_the_gate_recovers_by_itself() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sessions_cli_works_on_postgres() {
+    let pg = Postgres::start();
+    let app = Upstream::start("app").await;
+    let builder = standard(GateBuilder::new().postgres(&pg), &[&app]);
+    let gate = builder.start();
+    let mut c = gate.client();
+    login(&mut c, "carol", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, builder.toml(free_addr())).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["sessions", "count"]).trim(), "1");
+    let listed = cli(&["sessions", "list", "--user", "carol"]);
+    let sid = sid_of(&c);
+    assert!(
+        listed.contains(&sid[..6]) && !listed.contains(&sid),
+        "{listed}"
+    );
+    assert!(cli(&["sessions", "revoke", "--user", "carol"]).contains("revoked 1 session"));
+    assert_eq!(c.get("/account/").await.status, 401);
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains("store: postgres postgres://postgres@127.0.0.1")
+            && said.contains("table public.session"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_absolute_timeout_ends_a_session_and_deletes_its_row() {
+    let pg = Postgres::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(
+        GateBuilder::new()
+            .postgres(&pg)
+            .session(r#"absolute_timeout = "1h""#),
+        &[&app],
+    )
+    .start();
+    let mut c = gate.client();
+    login(&mut c, "alice", &[]).await;
+    let db = pg.client().await;
+    let created = |ago_ms: u64| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            - ago_ms
+    };
+    let young = plant(
+        &db,
+        "YoungSession0123456789abcdefABCD",
+        json!({"user": "bob", "sessiongate": {"created": created(60_000)}}),
+        600.0,
+    )
+    .await;
+    let old = plant(
+        &db,
+        "ElderSession0123456789abcdefABCD",
+        json!({"user": "bob", "sessiongate": {"created": created(3_700_000)}}),
+        600.0,
+    )
+    .await;
+    assert_eq!(status(gate.addr, &young).await, 200);
+    assert_eq!(status(gate.addr, &old).await, 401);
+    assert_eq!(row(&db, "ElderSession0123456789abcdefABCD").await, None);
+    // The young one's touch is cut short by its absolute deadline: under an hour left.
+    let (_, expire) = row(&db, "YoungSession0123456789abcdefABCD").await.unwrap();
+    let left = expire - now_s();
+    assert!((3_500.0..3_541.0).contains(&left), "{left}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_token_client_is_served_from_postgres() {
+    let pg = Postgres::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(
+        GateBuilder::new()
+            .postgres(&pg)
+            .table("[session.token]\nheader = \"authorization\"\nscheme = \"Session\""),
+        &[&app],
+    )
+    .start();
+    let login = raw(
+        gate.addr,
+        "POST",
+        "/login?issue=%7B%22user%22%3A%22app-user%22%7D",
+        &[("x-session-token", "request")],
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let token = login
+        .header("x-session-token")
+        .expect("a token")
+        .to_string();
+    let auth = format!("Session {token}");
+    let r = raw(gate.addr, "GET", "/account/", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-user").as_deref(), Some("app-user"));
+    let sid = express_unsign(SECRET, &format!("connect.sid={token}")).unwrap();
+    let db = pg.client().await;
+    assert!(
+        row(&db, &sid).await.is_some(),
+        "the token's session is a row"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caching_gate_sends_its_touches_from_cache_hits_in_batches() {
+    let pg = Postgres::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(
+        GateBuilder::new()
+            .postgres(&pg)
+            .cache()
+            .admin(ADMIN)
+            // Every hit has a touch due, so that the test needs no clock.
+            .session(r#"touch_interval = "0s""#),
+        &[&app],
+    )
+    .start();
+    let admin = gate.admin.unwrap();
+    let mut c = gate.client();
+    login(&mut c, "alice", &[]).await;
+    until_metric(admin, "sessiongate_cache_live", |v| v == 1).await;
+    assert_eq!(c.get("/account/").await.status, 200);
+    let db = pg.client().await;
+    let sid = sid_of(&c);
+    // Five minutes off the row: an `expire`-only change notifies nobody, the copy stays.
+    db.execute(
+        "UPDATE \"session\" SET expire = expire - interval '300 seconds' WHERE sid = $1",
+        &[&sid],
+    )
+    .await
+    .unwrap();
+    let (sess, aged) = row(&db, &sid).await.unwrap();
+    let touches = metric(admin, "sessiongate_cache_touches_total").await;
+    let hits = metric(admin, "sessiongate_cache_hits_total").await;
+    assert_eq!(c.get("/account/").await.status, 200);
+    assert!(
+        metric(admin, "sessiongate_cache_hits_total").await > hits,
+        "served from the cache"
+    );
+    until_metric(admin, "sessiongate_cache_touches_total", |v| v > touches).await;
+    let (sess2, touched) = row(&db, &sid).await.unwrap();
+    assert!(touched > aged + 250.0, "{aged} -> {touched}");
+    assert_eq!(sess2, sess, "the batched touch moves expire only");
+}

@@ -131,13 +131,30 @@ impl std::fmt::Debug for PostgresSettings {
 }
 
 /// Hides the password of a PostgreSQL URL (`postgres://user:pw@host/db`) for logs and `check`.
+/// (A `password=` query parameter is refused by the config: use `[postgres] password`.)
 pub fn redact_pg_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
+            let user = url[scheme + 3..at].split(':').next().unwrap_or("");
             format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_pg_url;
+
+    #[test]
+    fn a_password_in_the_url_is_hidden_and_nothing_else_is() {
+        assert_eq!(
+            redact_pg_url("postgres://gate:pw@db:5432/app"),
+            "postgres://gate:***@db:5432/app"
+        );
+        assert_eq!(
+            redact_pg_url("postgres://gate@db/app?sslmode=require"),
+            "postgres://gate@db/app?sslmode=require"
+        );
     }
 }
