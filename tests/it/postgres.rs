@@ -656,3 +656,69 @@ async fn a_caching_gate_sends_its_touches_from_cache_hits_in_batches() {
     assert!(touched > aged + 250.0, "{aged} -> {touched}");
     assert_eq!(sess2, sess, "the batched touch moves expire only");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_slower_than_the_timeout_is_503_and_service_resumes_after() {
+    let pg = Postgres::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(GateBuilder::new().postgres(&pg), &[&app]).start();
+    let mut c = gate.client();
+    login(&mut c, "alice", &[]).await;
+    let pair = c.cookie.clone().unwrap();
+    assert_eq!(status(gate.addr, &pair).await, 200);
+    // A migration holds the table: every statement on it waits.
+    let mut db = pg.client().await;
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE \"session\" IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let r = raw(gate.addr, "GET", "/account/", &[("cookie", &pair)]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("3"));
+    tx.commit().await.unwrap();
+    wait_until_async("the session to be served again", || async {
+        status(gate.addr, &pair).await == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_listening_connection_empties_the_cache_and_is_made_again() {
+    let pg = Postgres::start();
+    let app = Upstream::start("app").await;
+    let gate = standard(
+        GateBuilder::new().postgres(&pg).cache().admin(ADMIN),
+        &[&app],
+    )
+    .start();
+    let admin = gate.admin.unwrap();
+    let mut c = gate.client();
+    login(&mut c, "alice", &[]).await;
+    until_metric(admin, "sessiongate_cache_live", |v| v == 1).await;
+    assert_eq!(c.get("/account/").await.status, 200);
+    let flushes = metric(admin, "sessiongate_cache_flushes_total").await;
+    let db = pg.client().await;
+    let cut: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'sessiongate listen') t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cut, 1, "one listening connection per gate");
+    until_metric(admin, "sessiongate_cache_flushes_total", |v| v > flushes).await;
+    until_metric(admin, "sessiongate_cache_live", |v| v == 1).await;
+    // The new connection listens: a delete in SQL reaches the cache again.
+    assert_eq!(c.get("/account/").await.status, 200);
+    let invalidated = metric(admin, "sessiongate_cache_invalidations_total").await;
+    db.execute("DELETE FROM \"session\" WHERE sid = $1", &[&sid_of(&c)])
+        .await
+        .unwrap();
+    until_metric(admin, "sessiongate_cache_invalidations_total", |v| {
+        v > invalidated
+    })
+    .await;
+    assert_eq!(c.get("/account/").await.status, 401);
+}

@@ -198,7 +198,9 @@ impl PostgresStore {
 async fn connect(
     settings: &PostgresSettings,
 ) -> Result<(Client, mpsc::UnboundedReceiver<String>), String> {
-    let config = settings.pg_config().map_err(|e| e.to_string())?;
+    let mut config = settings.pg_config().map_err(|e| e.to_string())?;
+    // Told apart from the pool's connections in pg_stat_activity.
+    config.application_name("sessiongate listen");
     let (tx, rx) = mpsc::unbounded_channel();
     let client = if PostgresSettings::wants_tls(&config) {
         let (client, conn) = config
