@@ -17,6 +17,7 @@
 //! | `public` | the gate on a `public` route: no session work, the gate's bare-proxy limit (set against `pingora`) |
 //! | `auth-nocache` | the gate on a `required` route, `[cache] enabled = false`: verify + one Redis round trip (read + touch) per request |
 //! | `auth-cache` | the same with `[cache] enabled = true` (`touch_interval = "60s"`) |
+//! | `pg-nocache`, `pg-cache` | the same two on PostgreSQL (connect-pg-simple's table, the user index and the notify trigger; the test kit's server with `pg_stat_statements`, which counts the statements per request) |
 //! | `ws-nocache-cycle`, `ws-cache-cycle` | working set larger than the cache: `BENCH_WORKING_SET` sessions (100 000, about 200 bytes each) in Redis, each request the next one in turn, cache off and on |
 //! | `ws-nocache-zipf`, `ws-cache-zipf` | the same sessions drawn from a Zipf distribution (exponent 0.99) |
 //! | `express` | express-session + connect-redis + http-proxy-middleware doing the same job (benches/peer/, one Node process, keep-alive agent to the upstream) |
@@ -64,8 +65,9 @@ use driver::{client_runtime, Ctx, Target};
 use opts::Opts;
 use probe::{check_authenticates, invalidation_delay, login, probe, wait_for_200};
 use processes::{
-    build_gate, build_passthrough, nginx_worker_rss, start_express, start_gate, start_nginx,
-    start_passthrough, start_upstream, upstream_main, BenchRedis, Cache, GateSpec,
+    build_gate, build_passthrough, nginx_worker_rss, start_express, start_gate, start_gate_on,
+    start_nginx, start_passthrough, start_upstream, upstream_main, BenchPostgres, BenchRedis,
+    Cache, GateSpec, StoreAt,
 };
 use report::{report, Row};
 use sessiongate_testkit::on_path;
@@ -232,6 +234,44 @@ fn run(opts: &Opts) {
         gate.assert_running();
         check_authenticates(label, port, &cookie);
         rows.push(row);
+    }
+
+    if opts.wants("pg-nocache") || opts.wants("pg-cache") {
+        let pg = BenchPostgres::start(&ctx.rt);
+        let pg_url = pg.url();
+        let store = StoreAt::Postgres(&pg_url);
+        // Its own user, logged in through a gate on PostgreSQL.
+        let pg_cookie = {
+            let (_gate, port) = start_gate_on(&spec, store, "gate-pg-login", Cache::Off);
+            login(port)
+        };
+        for (key, label, cache) in [
+            (
+                "pg-nocache",
+                "gate, auth, PostgreSQL, cache off",
+                Cache::Off,
+            ),
+            ("pg-cache", "gate, auth, PostgreSQL, cache on", Cache::On),
+        ] {
+            let mut row = Row::new(key, label);
+            if !opts.wants(key) {
+                continue;
+            }
+            let (mut gate, port) = start_gate_on(&spec, store, &format!("gate-{key}"), cache);
+            check_authenticates(label, port, &pg_cookie);
+            let target = Target {
+                port,
+                path: "/api/data",
+                cookie: Some(pg_cookie.clone()),
+                mix: None,
+            };
+            ctx.measure_counted(&mut row, &target, Some(&gate), |ctx| {
+                pg.statement_calls(&ctx.rt)
+            });
+            gate.assert_running();
+            check_authenticates(label, port, &pg_cookie);
+            rows.push(row);
+        }
     }
 
     let workset_rows = [

@@ -24,6 +24,8 @@ pub const ALL_ROWS: &[&str] = &[
     "public",
     "auth-nocache",
     "auth-cache",
+    "pg-nocache",
+    "pg-cache",
     "ws-nocache-cycle",
     "ws-cache-cycle",
     "ws-nocache-zipf",

@@ -150,6 +150,8 @@ const ROW_NOTES: &[(&str, &str)] = &[
     ("public", "the gate on an `auth = \"public\"` route: path normalisation, routing, header stripping, no session work. The gate's bare-proxy limit, set against the bare Pingora row."),
     ("auth-nocache", "the gate on an `auth = \"required\"` route with `[cache] enabled = false`, `touch_interval = \"0s\"`, rolling: cookie verify, one Redis round trip per request (the load+touch script), identity headers, a fresh `Set-Cookie`."),
     ("auth-cache", "the same with `[cache] enabled = true`, `touch_interval = \"60s\"` (the defaults with Redis): sessions come from the local cache."),
+    ("pg-nocache", "`auth-nocache` on PostgreSQL (`store = \"postgres\"`, connect-pg-simple's table with the user index and the notify trigger): its column counts SQL statements per request (`pg_stat_statements`, the listener's once-a-second `SELECT 1` left out) instead of Redis commands."),
+    ("pg-cache", "`auth-cache` on PostgreSQL: the cache kept coherent by the notify trigger and the gate's `LISTEN` connection."),
     ("ws-nocache-cycle", "working set larger than the cache: 100 000 sessions (`BENCH_WORKING_SET`) of about 200 bytes in Redis, 18 times what 16 MiB of cache hold; each request carries the next session in turn; cache off (as `auth-nocache`). Its peak RSS is the baseline of the cache's memory."),
     ("ws-cache-cycle", "the same, cache on (as `auth-cache`): every request misses; the cache must cost nothing, and its RSS over the cache-off row is what the cache holds."),
     ("ws-nocache-zipf", "the same sessions drawn from a Zipf distribution (exponent 0.99, YCSB's), cache off."),

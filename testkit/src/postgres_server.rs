@@ -21,6 +21,8 @@ const STARTUP: Duration = Duration::from_secs(30);
 pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
+    /// `name=value` server settings besides the kit's own.
+    settings: Vec<String>,
     server: Option<ProcessGuard>,
 }
 
@@ -102,12 +104,18 @@ fn initdb(data: &Path) {
 impl Postgres {
     /// A fresh server on 127.0.0.1 and a free port, with an empty `postgres` database.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// The same with server settings (`"shared_preload_libraries=pg_stat_statements"`).
+    pub fn start_with(settings: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("pg-").tempdir().unwrap();
         chown(dir.path());
         initdb(&dir.path().join("data"));
         let mut pg = Postgres {
             dir,
             port: free_port(),
+            settings: settings.iter().map(|s| s.to_string()).collect(),
             server: None,
         };
         pg.restart();
@@ -135,6 +143,9 @@ impl Postgres {
             .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "max_connections=200", "-c", "shared_buffers=16MB"]);
+        for setting in &self.settings {
+            cmd.arg("-c").arg(setting);
+        }
         let mut server = ProcessGuard::spawn("postgres", &mut cmd);
         let log = server.log_path().to_owned();
         server.wait_until("accept connections", STARTUP, || {
