@@ -89,18 +89,21 @@ async fn the_gate_makes_connect_pg_simples_table_and_writes_its_rows() {
             col("expire", "timestamp without time zone")
         ]
     );
-    let indexes: Vec<String> = db
-        .query(
+    let indexes = || async {
+        db.query(
             "SELECT indexname::text FROM pg_indexes WHERE tablename = 'session' ORDER BY 1",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+    };
+    // The user index is built in the background (CONCURRENTLY), off the request path.
+    wait_until_async("the user index", || async { indexes().await.len() == 3 }).await;
     assert_eq!(
-        indexes,
+        indexes().await,
         ["IDX_session_expire", "IDX_session_user", "session_pkey"]
     );
     let sid = sid_of(&c);

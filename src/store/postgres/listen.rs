@@ -70,14 +70,10 @@ impl PostgresStore {
     async fn listen_once(&self, down_logged: &mut bool) -> Result<(), String> {
         let parts = self.cache.as_ref().expect("a cache");
         let limit = self.settings.timeout;
-        let connect = async {
-            // The table and the trigger first: the gate makes them when asked to.
-            self.ready
-                .get_or_try_init(|| self.prepare_table())
-                .await
-                .map_err(|e| e.to_string())?;
-            connect(&self.settings).await
-        };
+        // The table and the trigger first: the gate makes them when asked to (this waits,
+        // without a bound, for an index build on a large table).
+        self.extras().await;
+        let connect = connect(&self.settings);
         let (client, mut notes) = tokio::time::timeout(limit, connect)
             .await
             .map_err(|_| format!("no connection within {limit:?}"))??;

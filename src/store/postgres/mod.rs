@@ -57,14 +57,18 @@ use crate::record::{epoch_ms, id_prefix, ExpiryPolicy, SessionRecord};
 /// Without the notify trigger nothing tells a gate that a row changed: its cached copy is
 /// served for at most this long.
 pub const NO_TRIGGER_CACHE_TTL: Duration = Duration::from_secs(1);
+/// How often preparing the table (index, trigger) is tried again after it failed.
+const EXTRAS_RETRY: Duration = Duration::from_secs(2);
 
 pub struct PostgresStore {
     pool: Pool,
     settings: PostgresSettings,
     names: Names,
     q: Queries,
-    /// The table checked (and made, with `create_table`) and what the gate adds to it.
+    /// The table checked (and made, with `create_table`).
     ready: OnceCell<()>,
+    /// The user index and the notify trigger made when asked to, and the index checked.
+    extras: OnceCell<()>,
     cache: Option<CacheParts>,
     metrics: Arc<Metrics>,
 }
@@ -182,6 +186,7 @@ impl PostgresStore {
             names,
             settings: settings.clone(),
             ready: OnceCell::new(),
+            extras: OnceCell::new(),
             cache,
             metrics,
         })
@@ -200,7 +205,7 @@ impl PostgresStore {
 
     /// A pooled connection, once the table is known to be there.
     async fn client(&self) -> Result<Object, StoreError> {
-        self.ready.get_or_try_init(|| self.prepare_table()).await?;
+        self.ready.get_or_try_init(|| self.ensure_table()).await?;
         self.pooled().await
     }
 
@@ -212,18 +217,14 @@ impl PostgresStore {
         })
     }
 
-    /// Checks the table, makes it with `create_table` (connect-pg-simple's `table.sql`), and
-    /// adds the user index and the notify trigger when asked to: in one transaction, under an
-    /// advisory lock, so that gates starting together do it once.
-    async fn prepare_table(&self) -> Result<(), StoreError> {
+    /// Checks the table and makes it with `create_table` (connect-pg-simple's `table.sql`:
+    /// an empty table, quick), in one transaction under an advisory lock, so that gates
+    /// starting together make it once.
+    async fn ensure_table(&self) -> Result<(), StoreError> {
         let n = &self.names;
         let mut client = self.pooled().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            n.lock_user(),
-            &[&format!("sessiongate schema {}", n.qualified)],
-        )
-        .await?;
+        tx.execute(n.lock_user(), &[&n.schema_lock_key()]).await?;
         let exists: bool = tx
             .query_one(n.table_exists(), &[&n.qualified])
             .await?
@@ -238,25 +239,62 @@ impl PostgresStore {
             tx.batch_execute(&n.create_table()).await?;
             tracing::info!(table = %n.qualified, "created the session table");
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What the gate adds to the table when asked to, off the request path and without its
+    /// timeout, since an index on a large table takes a while: the user index, built
+    /// `CONCURRENTLY` so that writers are not held up meanwhile, and the notify trigger (in
+    /// a transaction under the advisory lock). Then warns when no valid user index is there.
+    async fn add_extras(&self) -> Result<(), StoreError> {
+        let n = &self.names;
+        self.ready.get_or_try_init(|| self.ensure_table()).await?;
+        let mut client = self.pooled().await?;
         if self.settings.create_user_index {
-            tx.batch_execute(&n.create_user_index()).await?;
+            client.batch_execute(&n.create_user_index()).await?;
         }
         if self.settings.create_notify_trigger {
+            let tx = client.transaction().await?;
+            tx.execute(n.lock_user(), &[&n.schema_lock_key()]).await?;
             tx.batch_execute(&n.create_notify_trigger()).await?;
+            tx.commit().await?;
         }
-        let indexed: bool = tx
-            .query_one(n.has_user_index(), &[&n.qualified, &n.user_index_name()])
+        let valid: Option<bool> = client
+            .query_opt(n.user_index_valid(), &[&n.qualified, &n.user_index_name()])
             .await?
-            .get(0);
-        tx.commit().await?;
-        if !indexed {
-            tracing::warn!(
+            .map(|r| r.get(0));
+        match valid {
+            Some(true) => {}
+            Some(false) => tracing::warn!(
+                table = %n.qualified,
+                index = %n.user_index_name(),
+                "the user index is invalid (a concurrent build failed): per-user lookups scan the table until it is dropped and built again"
+            ),
+            None => tracing::warn!(
                 table = %n.qualified,
                 index = %n.user_index_name(),
                 "no index on the user field: log out everywhere, session.max_per_user and the admin API scan the whole table (set [postgres] create_user_index = true)"
-            );
+            ),
         }
         Ok(())
+    }
+
+    /// [`add_extras`](Self::add_extras) until it succeeds (once per process), trying again
+    /// every few seconds; also awaited by the cache's listener, which needs the trigger.
+    pub(super) async fn extras(&self) {
+        let mut logged = false;
+        loop {
+            match self.extras.get_or_try_init(|| self.add_extras()).await {
+                Ok(()) => return,
+                Err(e) if !logged => {
+                    tracing::warn!(error = %e, table = %self.names.qualified, "could not prepare the session table (index, trigger); trying again");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(EXTRAS_RETRY).await;
+        }
     }
 
     /// Drops a session from the local cache at once, ahead of the trigger's notification.
@@ -525,7 +563,7 @@ impl SessionStore for PostgresStore {
     }
 
     async fn maintain(&self) {
-        tokio::join!(self.prune(), self.maintain_cache());
+        tokio::join!(self.extras(), self.prune(), self.maintain_cache());
     }
 }
 

@@ -13,6 +13,23 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// The channel the trigger notifies: `sessiongate_<schema>_<table>`, or, when that is longer
+/// than PostgreSQL's 63 bytes (`pg_notify` refuses longer ones, and a refused notify would
+/// fail the delete), `sessiongate_` and a hash of the two.
+fn channel(schema: &str, table: &str) -> String {
+    let plain = format!("sessiongate_{schema}_{table}");
+    if plain.len() <= 63 {
+        return plain;
+    }
+    // FNV-1a: stable across builds and platforms, unlike the standard library's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in schema.bytes().chain([0]).chain(table.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("sessiongate_{h:016x}")
+}
+
 /// Every query the store sends, built once from the names.
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -35,7 +52,7 @@ impl Names {
             table: table.to_owned(),
             qualified: format!("{}.{}", ident(schema), ident(table)),
             user_expr: format!("(sess ->> {})", literal(user_field)),
-            channel: format!("sessiongate_{schema}_{table}"),
+            channel: channel(schema, table),
             user_field: user_field.to_owned(),
         }
     }
@@ -55,7 +72,7 @@ impl Names {
     /// The expression index behind every per-user lookup.
     pub fn create_user_index(&self) -> String {
         format!(
-            "CREATE INDEX IF NOT EXISTS {idx} ON {t} ({e})",
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {idx} ON {t} ({e})",
             idx = ident(&self.user_index_name()),
             t = self.qualified,
             e = self.user_expr,
@@ -103,10 +120,16 @@ impl Names {
         "SELECT to_regclass($1) IS NOT NULL"
     }
 
-    /// `$1` the table, `$2` the index name: whether the user index exists.
-    pub fn has_user_index(&self) -> &'static str {
-        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-         WHERE i.indrelid = to_regclass($1) AND c.relname = $2)"
+    /// `$1` the table, `$2` the index name: whether the user index is valid; no row when it
+    /// does not exist.
+    pub fn user_index_valid(&self) -> &'static str {
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = to_regclass($1) AND c.relname = $2"
+    }
+
+    /// The advisory lock key under which the table and the trigger are made.
+    pub fn schema_lock_key(&self) -> String {
+        format!("sessiongate schema {}", self.qualified)
     }
 
     /// `$1` sid, `$2` now (s): the record and when it expires (s since the epoch).
@@ -236,6 +259,23 @@ mod tests {
         assert_eq!(n.qualified, r#""my""schema"."se'ss""#);
         assert_eq!(n.user_expr, "(sess ->> 'us''er')");
         assert!(n.create_table().contains(r#""IDX_se'ss_expire""#));
+    }
+
+    #[test]
+    fn the_channel_fits_postgres_names() {
+        assert_eq!(
+            Names::new("public", "session", "user").channel,
+            "sessiongate_public_session"
+        );
+        let long = Names::new(&"s".repeat(63), &"t".repeat(63), "user").channel;
+        assert!(
+            long.len() <= 63 && long.starts_with("sessiongate_"),
+            "{long}"
+        );
+        assert_ne!(
+            long,
+            Names::new(&"s".repeat(63), &"u".repeat(63), "user").channel
+        );
     }
 
     #[test]
