@@ -23,6 +23,8 @@ pub struct Postgres {
     port: u16,
     /// `name=value` server settings besides the kit's own.
     settings: Vec<String>,
+    /// The certificate and key of a TLS server.
+    _tls_dir: Option<tempfile::TempDir>,
     server: Option<ProcessGuard>,
 }
 
@@ -116,9 +118,36 @@ impl Postgres {
             dir,
             port: free_port(),
             settings: settings.iter().map(|s| s.to_string()).collect(),
+            _tls_dir: None,
             server: None,
         };
         pg.restart();
+        pg
+    }
+
+    /// The same with TLS on (`ssl = on`) with this certificate and key (PEM), which the
+    /// server user owns, as PostgreSQL requires of its key.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pg-tls-")
+            .tempdir()
+            .unwrap();
+        chown(dir.path());
+        let mut settings = vec!["ssl=on".to_string()];
+        for (name, pem, key) in [
+            ("cert", cert_pem, "ssl_cert_file"),
+            ("key", key_pem, "ssl_key_file"),
+        ] {
+            let path = dir.path().join(format!("{name}.pem"));
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            chown(&path);
+            settings.push(format!("{key}={}", path.display()));
+        }
+        let refs: Vec<&str> = settings.iter().map(String::as_str).collect();
+        let mut pg = Self::start_with(&refs);
+        pg._tls_dir = Some(dir);
         pg
     }
 

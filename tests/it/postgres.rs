@@ -725,3 +725,56 @@ async fn a_lost_listening_connection_empties_the_cache_and_is_made_again() {
     .await;
     assert_eq!(c.get("/account/").await.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_postgres_is_verified_against_the_private_ca() {
+    let pki = TestPki::new();
+    let cert = std::fs::read_to_string(pki.path("cert.pem")).unwrap();
+    let key = std::fs::read_to_string(pki.path("key.pem")).unwrap();
+    let pg = Postgres::start_tls(&cert, &key);
+    let app = Upstream::start("app").await;
+    let url = format!("{}?sslmode=require", pg.url());
+    let trusted = standard(
+        GateBuilder::new()
+            .postgres(&pg)
+            .postgres_setting(&format!("url = {url:?}"))
+            .postgres_setting(&format!("ca_file = {:?}", pki.path("ca.pem"))),
+        &[&app],
+    )
+    .start();
+    let mut c = trusted.client();
+    login(&mut c, "alice", &[]).await;
+    assert_eq!(c.get("/account/").await.status, 200);
+    let db = pg.client().await;
+    let encrypted: Vec<bool> = db
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE a.application_name = 'sessiongate'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !encrypted.is_empty() && encrypted.iter().all(|e| *e),
+        "{encrypted:?}"
+    );
+    // Without the CA the server's certificate is not trusted: no connection, a 503.
+    let untrusted = standard(
+        GateBuilder::new()
+            .postgres(&pg)
+            .postgres_setting(&format!("url = {url:?}")),
+        &[&app],
+    )
+    .start();
+    let r = raw(
+        untrusted.addr,
+        "GET",
+        "/account/",
+        &[("cookie", c.cookie.as_deref().unwrap())],
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+}
