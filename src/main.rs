@@ -40,7 +40,7 @@ enum Command {
     Run,
     /// Validate the configuration and print what the gate would do.
     Check,
-    /// Inspect and revoke sessions in the store directly (Redis only: the embedded store lives
+    /// Inspect and revoke sessions in the store directly (Redis or PostgreSQL: the embedded store lives
     /// inside the running gate; use its admin API).
     Sessions {
         #[command(subcommand)]

@@ -59,7 +59,7 @@ pub enum OfflineError {
 }
 
 /// The session service on the configured store, for the `sessions` CLI: the admin API's work
-/// without a running gate. Only a shared store (Redis) can be reached from outside.
+/// without a running gate. Only a shared store (Redis, PostgreSQL) can be reached from outside.
 pub fn offline_sessions(config: Config) -> Result<Sessions, OfflineError> {
     if matches!(config.store, StoreSettings::Memory(_)) {
         return Err(OfflineError::EmbeddedStore);

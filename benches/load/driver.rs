@@ -211,13 +211,24 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Warm-up, then the measured window, with Redis INFO commandstats around the window.
     pub fn measure(&mut self, row: &mut Row, target: &Target, server: Option<&ProcessGuard>) {
+        self.measure_counted(row, target, server, |ctx| ctx.redis.command_calls());
+    }
+
+    /// The same, with the store's calls counted by `calls` (PostgreSQL's statements).
+    pub fn measure_counted(
+        &mut self,
+        row: &mut Row,
+        target: &Target,
+        server: Option<&ProcessGuard>,
+        mut calls: impl FnMut(&mut Self) -> std::collections::BTreeMap<String, u64>,
+    ) {
         eprintln!("load bench: {} ...", row.label);
         if !self.opts.warmup.is_zero() {
             drive(&self.rt, target, self.opts.connections, self.opts.warmup);
         }
-        let before = self.redis.command_calls();
+        let before = calls(self);
         let stats = drive(&self.rt, target, self.opts.connections, self.opts.duration);
-        let after = self.redis.command_calls();
+        let after = calls(self);
         let n = stats.requests().max(1) as f64;
         let mut per: Vec<(String, f64)> = after
             .iter()

@@ -20,6 +20,7 @@
 //! | `assert-cached` | `auth-cache` with `[identity.assertion]` (ES256 key, `bind_request = false`): the token is signed once per session and audience and reused from its cache |
 //! | `assert-bound` | the same with `bind_request = true`: an ES256 signature per request |
 //! | `assert-bound-eddsa` | the same with an Ed25519 key (EdDSA), the key the docs advise for `bind_request` |
+//! | `pg-nocache`, `pg-cache` | the same two on PostgreSQL (connect-pg-simple's table, the user index and the notify trigger; the test kit's server with `pg_stat_statements`, which counts the statements per request) |
 //! | `ws-nocache-cycle`, `ws-cache-cycle` | working set larger than the cache: `BENCH_WORKING_SET` sessions (100 000, about 200 bytes each) in Redis, each request the next one in turn, cache off and on |
 //! | `ws-nocache-zipf`, `ws-cache-zipf` | the same sessions drawn from a Zipf distribution (exponent 0.99) |
 //! | `express` | express-session + connect-redis + http-proxy-middleware doing the same job (benches/peer/, one Node process, keep-alive agent to the upstream) |
@@ -74,8 +75,9 @@ use opts::Opts;
 use probe::{check_assertion, check_authenticates, invalidation_delay, login, probe, wait_for_200};
 use processes::{
     assertion_table, build_gate, build_passthrough, forward_auth_table, key_file, nginx_worker_rss,
-    start_express, start_gate, start_gate_with, start_nginx, start_nginx_auth, start_passthrough,
-    start_upstream, upstream_main, BenchRedis, Cache, GateSpec, PeerMode,
+    start_express, start_gate, start_gate_on, start_gate_with, start_nginx, start_nginx_auth,
+    start_passthrough, start_upstream, upstream_main, BenchPostgres, BenchRedis, Cache, GateSpec,
+    PeerMode, StoreAt,
 };
 use report::{report, Row};
 use sessiongate_testkit::on_path;
@@ -287,6 +289,43 @@ fn run(opts: &Opts) {
         gate.assert_running();
         check_assertion(label, port, &cookie, bind);
         rows.push(row);
+    }
+    if opts.wants("pg-nocache") || opts.wants("pg-cache") {
+        let pg = BenchPostgres::start(&ctx.rt);
+        let pg_url = pg.url();
+        let store = StoreAt::Postgres(&pg_url);
+        // Its own user, logged in through a gate on PostgreSQL.
+        let pg_cookie = {
+            let (_gate, port) = start_gate_on(&spec, store, "gate-pg-login", Cache::Off, "");
+            login(port)
+        };
+        for (key, label, cache) in [
+            (
+                "pg-nocache",
+                "gate, auth, PostgreSQL, cache off",
+                Cache::Off,
+            ),
+            ("pg-cache", "gate, auth, PostgreSQL, cache on", Cache::On),
+        ] {
+            let mut row = Row::new(key, label);
+            if !opts.wants(key) {
+                continue;
+            }
+            let (mut gate, port) = start_gate_on(&spec, store, &format!("gate-{key}"), cache, "");
+            check_authenticates(label, port, &pg_cookie);
+            let target = Target {
+                port,
+                path: "/api/data",
+                cookie: Some(pg_cookie.clone()),
+                mix: None,
+            };
+            ctx.measure_counted(&mut row, &target, Some(&gate), |ctx| {
+                pg.statement_calls(&ctx.rt)
+            });
+            gate.assert_running();
+            check_authenticates(label, port, &pg_cookie);
+            rows.push(row);
+        }
     }
 
     let workset_rows = [

@@ -27,6 +27,8 @@ pub const ALL_ROWS: &[&str] = &[
     "assert-cached",
     "assert-bound",
     "assert-bound-eddsa",
+    "pg-nocache",
+    "pg-cache",
     "ws-nocache-cycle",
     "ws-cache-cycle",
     "ws-nocache-zipf",

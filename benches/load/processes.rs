@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use sessiongate_testkit::{free_port, on_path, status_kib, ProcessGuard, Redis};
+use sessiongate_testkit::{free_port, on_path, status_kib, Postgres, ProcessGuard, Redis};
 
 use crate::opts::bench_dir;
 use crate::probe::wait_for_200;
@@ -106,6 +106,57 @@ impl BenchRedis {
     }
 }
 
+/// A private PostgreSQL with `pg_stat_statements`, which counts what the gate asks of it.
+pub struct BenchPostgres {
+    pub server: Postgres,
+}
+
+impl BenchPostgres {
+    pub fn start(rt: &tokio::runtime::Runtime) -> Self {
+        let server = Postgres::start_with(&["shared_preload_libraries=pg_stat_statements"]);
+        rt.block_on(async {
+            server
+                .client()
+                .await
+                .batch_execute("CREATE EXTENSION pg_stat_statements")
+                .await
+                .expect("pg_stat_statements (Debian's postgresql package ships it)")
+        });
+        BenchPostgres { server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Calls per statement (the first words of its text), the bench's own queries and the
+    /// listening connection's once-a-second `SELECT 1` left out.
+    pub fn statement_calls(&self, rt: &tokio::runtime::Runtime) -> BTreeMap<String, u64> {
+        rt.block_on(async {
+            let db = self.server.client().await;
+            let rows = db
+                .query(
+                    "SELECT query, calls::int8 FROM pg_stat_statements \
+                     WHERE query NOT LIKE '%pg_stat_statements%' AND query <> 'SELECT 1'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_statements");
+            let mut out = BTreeMap::new();
+            for r in rows {
+                let text: String = r.get(0);
+                let name: String = text
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                *out.entry(name).or_insert(0) += r.get::<_, i64>(1) as u64;
+            }
+            out
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Release builds: the gate, and the bare Pingora pass-through
 // ---------------------------------------------------------------------------------------------
@@ -182,14 +233,37 @@ pub enum Cache {
 
 pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Where a bench gate keeps its sessions.
+#[derive(Clone, Copy)]
+pub enum StoreAt<'a> {
+    Redis(&'a str),
+    /// connect-pg-simple's table at this URL, with the user index and the notify trigger.
+    Postgres(&'a str),
+}
+
+impl StoreAt<'_> {
+    fn toml(&self) -> (&'static str, String) {
+        match self {
+            StoreAt::Redis(url) => ("redis", format!("[redis]\nurl = \"{url}\"\ntimeout = \"500ms\"")),
+            StoreAt::Postgres(url) => (
+                "postgres",
+                format!(
+                    "[postgres]\nurl = \"{url}\"\ntimeout = \"500ms\"\ncreate_table = true\ncreate_user_index = true\ncreate_notify_trigger = true"
+                ),
+            ),
+        }
+    }
+}
+
 fn gate_config(
     port: u16,
-    redis_url: &str,
+    store: StoreAt<'_>,
     upstream: u16,
     cache: Cache,
     rolling: bool,
     extra: &str,
 ) -> String {
+    let (store_kind, store_section) = store.toml();
     let (enabled, touch_interval) = match cache {
         Cache::Off => (false, "0s"),
         Cache::On => (true, "60s"),
@@ -203,7 +277,7 @@ threads = 1
 [session]
 cookie_name = "connect.sid"
 secrets = ["env:SESSION_SECRET"]
-store = "redis"
+store = "{store_kind}"
 rolling = {rolling}
 touch_interval = "{touch_interval}"
 
@@ -213,9 +287,7 @@ secure = false
 same_site = "lax"
 max_age = "30m"
 
-[redis]
-url = "{redis_url}"
-timeout = "500ms"
+{store_section}
 
 [cache]
 enabled = {enabled}
@@ -282,7 +354,7 @@ pub struct GateSpec<'a> {
 }
 
 pub fn start_gate(spec: &GateSpec<'_>, name: &str, cache: Cache) -> (ProcessGuard, u16) {
-    start_gate_with(spec, name, cache, "")
+    start_gate_on(spec, StoreAt::Redis(spec.redis_url), name, cache, "")
 }
 
 /// The gate with `extra` (whole TOML tables) added to its configuration.
@@ -292,18 +364,29 @@ pub fn start_gate_with(
     cache: Cache,
     extra: &str,
 ) -> (ProcessGuard, u16) {
+    start_gate_on(spec, StoreAt::Redis(spec.redis_url), name, cache, extra)
+}
+
+/// The same, on the store given.
+pub fn start_gate_on(
+    spec: &GateSpec<'_>,
+    store: StoreAt<'_>,
+    name: &str,
+    cache: Cache,
+    extra: &str,
+) -> (ProcessGuard, u16) {
     let GateSpec {
         bin,
         tmp,
-        redis_url,
         upstream,
         rolling,
+        ..
     } = *spec;
     let port = free_port();
     let config = tmp.join(format!("{name}.toml"));
     std::fs::write(
         &config,
-        gate_config(port, redis_url, upstream, cache, rolling, extra),
+        gate_config(port, store, upstream, cache, rolling, extra),
     )
     .unwrap();
     let mut proc = ProcessGuard::spawn(

@@ -153,6 +153,8 @@ const ROW_NOTES: &[(&str, &str)] = &[
     ("assert-cached", "`auth-cache` with `[identity.assertion]` (an ES256 key, `claims = { roles = \"/roles\" }`, `bind_request = false`): every proxied request carries a JWT, signed once per session and audience and reused from the assertion cache for half its `ttl`."),
     ("assert-bound", "the same with `bind_request = true`: `htm`/`htu` in every token, so an ES256 signature per request."),
     ("assert-bound-eddsa", "the same with an Ed25519 key (EdDSA): a signature per request with the key the docs advise for `bind_request`."),
+    ("pg-nocache", "`auth-nocache` on PostgreSQL (`store = \"postgres\"`, connect-pg-simple's table with the user index and the notify trigger): its column counts SQL statements per request (`pg_stat_statements`, the listener's once-a-second `SELECT 1` left out) instead of Redis commands."),
+    ("pg-cache", "`auth-cache` on PostgreSQL: the cache kept coherent by the notify trigger and the gate's `LISTEN` connection."),
     ("ws-nocache-cycle", "working set larger than the cache: 100 000 sessions (`BENCH_WORKING_SET`) of about 200 bytes in Redis, 18 times what 16 MiB of cache hold; each request carries the next session in turn; cache off (as `auth-nocache`). Its peak RSS is the baseline of the cache's memory."),
     ("ws-cache-cycle", "the same, cache on (as `auth-cache`): every request misses; the cache must cost nothing, and its RSS over the cache-off row is what the cache holds."),
     ("ws-nocache-zipf", "the same sessions drawn from a Zipf distribution (exponent 0.99, YCSB's), cache off."),

@@ -8,7 +8,7 @@ use crate::cookie::Secure;
 use crate::record::{new_session_id, sample_session};
 use crate::routes::AuthMode;
 use crate::routes::HostPattern;
-use crate::store::{memory_entry_weight, redact_url, StoreSettings};
+use crate::store::{memory_entry_weight, redact_pg_url, redact_url, StoreSettings};
 
 impl Config {
     pub fn describe(&self) -> String {
@@ -170,6 +170,28 @@ impl Config {
                     humantime::format_duration(r.timeout)
                 );
             }
+            StoreSettings::Postgres(p) => {
+                let _ = writeln!(
+                    o,
+                    "  store: postgres {} table {}.{} (connect-pg-simple's layout), pool {}, timeout {}, prune {}{}{}",
+                    redact_pg_url(&p.url),
+                    p.schema,
+                    p.table,
+                    p.pool_size,
+                    humantime::format_duration(p.timeout),
+                    if p.prune_interval.is_zero() {
+                        "off".to_string()
+                    } else {
+                        format!("every {} (randomised)", humantime::format_duration(p.prune_interval))
+                    },
+                    if p.create_user_index { ", user index created" } else { "" },
+                    if p.create_notify_trigger {
+                        ", notify trigger created"
+                    } else {
+                        ""
+                    },
+                );
+            }
         }
         match &self.cache {
             Some(c) => {
@@ -181,7 +203,7 @@ impl Config {
                     humantime::format_duration(s.touch_interval)
                 );
             }
-            None if matches!(self.store, StoreSettings::Redis(_)) => {
+            None if !matches!(self.store, StoreSettings::Memory(_)) => {
                 let _ = writeln!(o, "  local cache: off");
             }
             None => {}

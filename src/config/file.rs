@@ -54,6 +54,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub redis: RedisSection,
     #[serde(default)]
+    pub postgres: PostgresSection,
+    #[serde(default)]
     pub identity: IdentitySection,
     pub admin: Option<AdminSection>,
     pub forward_auth: Option<ForwardAuthSection>,
@@ -217,6 +219,7 @@ pub struct TlsSection {
 pub enum StoreKind {
     Memory,
     Redis,
+    Postgres,
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,7 +398,61 @@ impl Default for RedisSection {
     }
 }
 
-/// The local session cache in front of Redis.
+/// The PostgreSQL store (`store = "postgres"`): connect-pg-simple's table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSection {
+    /// `postgres://user@host:port/db`, TLS with `?sslmode=require` (verified with the system
+    /// roots or `ca_file`).
+    pub url: Spanned<String>,
+    /// The password: `env:NAME`, `file:/path` or the password itself; overrides one in `url`.
+    pub password: Option<Spanned<String>>,
+    /// PEM CA certificate(s) for a server with a private CA.
+    pub ca_file: Option<Spanned<String>>,
+    /// connect-pg-simple's `schemaName`.
+    pub schema: Spanned<String>,
+    /// connect-pg-simple's `tableName`.
+    pub table: Spanned<String>,
+    /// connect-pg-simple's `createTableIfMissing`: run its `table.sql` when the table is missing.
+    pub create_table: bool,
+    /// Create the expression index on `session.user_field` that per-user lookups use.
+    pub create_user_index: bool,
+    /// Create the trigger that notifies gates of deletes and `sess` updates (the local
+    /// cache's invalidations).
+    pub create_notify_trigger: bool,
+    /// How often expired rows are deleted (randomised to 50-150 %); `"0s"`: never.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Connections kept at most.
+    pub pool_size: Spanned<usize>,
+    /// Bound on every store operation, connecting included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The `Retry-After` a 503 carries while the store is unreachable.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        Self {
+            url: Spanned::new(0..0, "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            password: None,
+            ca_file: None,
+            schema: Spanned::new(0..0, "public".into()),
+            table: Spanned::new(0..0, "session".into()),
+            create_table: false,
+            create_user_index: false,
+            create_notify_trigger: false,
+            prune_interval: crate::store::DEFAULT_PRUNE_INTERVAL,
+            pool_size: Spanned::new(0..0, crate::store::DEFAULT_POOL_SIZE),
+            timeout: DEFAULT_REDIS_TIMEOUT,
+            retry_after: DEFAULT_RETRY_AFTER,
+        }
+    }
+}
+
+/// The local session cache in front of Redis or PostgreSQL.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {

@@ -33,7 +33,7 @@ use crate::identity::IdentitySettings;
 use crate::path::{normalize_path, PathPolicy};
 use crate::routes::Route;
 use crate::sessions::SessionSettings;
-use crate::store::{CacheSettings, StoreSettings};
+use crate::store::{CacheSettings, PostgresSettings, StoreSettings};
 use crate::upstreams::UpstreamSettings;
 
 /// The validated configuration the gate runs on. Nothing here is deserialized directly:
@@ -130,9 +130,14 @@ impl Config {
         let store = match f.session.store {
             file::StoreKind::Memory => StoreSettings::Memory(at.with(&f.memory).try_into()?),
             file::StoreKind::Redis => StoreSettings::Redis(at.with(&f.redis).try_into()?),
+            file::StoreKind::Postgres => {
+                let mut p = PostgresSettings::try_from(at.with(&f.postgres))?;
+                p.user_field = session.user_field.clone();
+                StoreSettings::Postgres(p)
+            }
         };
         let cache = match (&store, f.cache.enabled) {
-            (StoreSettings::Redis(_), true) => {
+            (StoreSettings::Redis(_) | StoreSettings::Postgres(_), true) => {
                 if f.session.touch_interval.is_none() {
                     session.touch_interval = file::DEFAULT_CACHED_TOUCH_INTERVAL;
                 }

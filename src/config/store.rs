@@ -1,5 +1,5 @@
-//! `[redis]` and `[cache]`: where shared sessions live, and the local cache in front of them;
-//! `[memory]`: the embedded store's bound.
+//! `[redis]`, `[postgres]` and `[cache]`: where shared sessions live, and the local cache in
+//! front of them; `[memory]`: the embedded store's bound.
 
 use std::time::Duration;
 
@@ -7,7 +7,10 @@ use super::file;
 use super::source::resolve_secret;
 use super::source::In;
 use super::ConfigError;
-use crate::store::{redact_url, CacheSettings, MemorySettings, RedisSettings, SentinelSettings};
+use crate::store::{
+    redact_pg_url, redact_url, CacheSettings, MemorySettings, PostgresSettings, RedisSettings,
+    SentinelSettings,
+};
 
 impl TryFrom<In<'_, file::RedisSection>> for RedisSettings {
     type Error = ConfigError;
@@ -114,6 +117,104 @@ impl TryFrom<In<'_, file::RedisSection>> for RedisSettings {
     }
 }
 
+impl TryFrom<In<'_, file::PostgresSection>> for PostgresSettings {
+    type Error = ConfigError;
+
+    /// `user_field` is `session.user_field`, set by the caller.
+    fn try_from(
+        In { at: p, src, env }: In<'_, file::PostgresSection>,
+    ) -> Result<Self, ConfigError> {
+        if p.timeout.is_zero() {
+            return Err(src.err("postgres.timeout", 0..0, "must be more than 0"));
+        }
+        if *p.pool_size.get_ref() == 0 {
+            return Err(src.err(
+                "postgres.pool_size",
+                p.pool_size.span(),
+                "must be at least 1",
+            ));
+        }
+        for (key, name) in [("postgres.schema", &p.schema), ("postgres.table", &p.table)] {
+            // PostgreSQL cuts identifiers at 63 bytes; NUL cannot be in one.
+            let n = name.get_ref();
+            if n.is_empty() || n.len() > 63 || n.contains('\0') {
+                return Err(src.err(
+                    key,
+                    name.span(),
+                    "must be a PostgreSQL name of 1 to 63 bytes",
+                ));
+            }
+        }
+        let url = p.url.get_ref();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(src.err(
+                "postgres.url",
+                p.url.span(),
+                format!("`{}` is not a postgres:// URL", redact_pg_url(url)),
+            ));
+        }
+        if url.contains("password=") {
+            return Err(src.err(
+                "postgres.url",
+                p.url.span(),
+                "give the password with `password` (env: or file:), not in the URL's query",
+            ));
+        }
+        let ca_pem = match &p.ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path.get_ref()).map_err(|e| {
+                src.err(
+                    "postgres.ca_file",
+                    path.span(),
+                    format!("cannot read `{}`: {e}", path.get_ref()),
+                )
+            })?),
+        };
+        let password = match &p.password {
+            None => None,
+            Some(spec) => {
+                let bytes = resolve_secret(spec.get_ref(), env)
+                    .map_err(|m| src.err("postgres.password", spec.span(), m))?;
+                Some(String::from_utf8(bytes).map_err(|_| {
+                    src.err(
+                        "postgres.password",
+                        spec.span(),
+                        "the password is not UTF-8",
+                    )
+                })?)
+            }
+        };
+        let settings = PostgresSettings {
+            url: url.clone(),
+            password,
+            ca_pem,
+            schema: p.schema.get_ref().clone(),
+            table: p.table.get_ref().clone(),
+            create_table: p.create_table,
+            create_user_index: p.create_user_index,
+            create_notify_trigger: p.create_notify_trigger,
+            prune_interval: p.prune_interval,
+            pool_size: *p.pool_size.get_ref(),
+            timeout: p.timeout,
+            retry_after: p.retry_after,
+            user_field: String::new(),
+        };
+        if let Err(e) = settings.pg_config() {
+            return Err(src.err(
+                "postgres.url",
+                p.url.span(),
+                format!("not a usable PostgreSQL URL: {e}"),
+            ));
+        }
+        if let Some(ca) = &p.ca_file {
+            if let Err(e) = settings.tls() {
+                return Err(src.err("postgres.ca_file", ca.span(), e));
+            }
+        }
+        Ok(settings)
+    }
+}
+
 impl TryFrom<In<'_, file::CacheSection>> for CacheSettings {
     type Error = ConfigError;
 
@@ -200,6 +301,47 @@ sentinel = { master = "m", nodes = ["redis://10.0.0.1:26379"] }"#,
         )
         .unwrap_err();
         assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn postgres_takes_connect_pg_simples_names_and_a_secret_password() {
+        let parse = |pg: &str| {
+            let toml = format!(
+                "[session]\nsecrets = [\"a test secret of some length\"]\nstore = \"postgres\"\nuser_field = \"uid\"\n[postgres]\n{pg}\n[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n[[route]]\npath = \"/\"\nupstream = \"a\"\nauth = \"public\"\n"
+            );
+            let env = |name: &str| (name == "PGPW").then(|| "s3cret".to_owned());
+            crate::Config::parse(&toml, "test.toml", &env).map_err(|e| e.to_string())
+        };
+        let c = parse("url = \"postgres://gate@db:5432/app?sslmode=require\"\npassword = \"env:PGPW\"\nprune_interval = \"0s\"").unwrap();
+        let StoreSettings::Postgres(p) = &c.store else {
+            panic!("postgres")
+        };
+        assert_eq!(
+            (p.schema.as_str(), p.table.as_str(), p.user_field.as_str()),
+            ("public", "session", "uid")
+        );
+        assert_eq!(p.password.as_deref(), Some("s3cret"));
+        assert!(p.prune_interval.is_zero() && !p.create_table);
+        assert!(c.cache.is_some(), "the cache is on with PostgreSQL too");
+        assert!(!format!("{p:?}").contains("s3cret"));
+        for (bad, key) in [
+            ("url = \"redis://db\"", "test.toml:6: postgres.url"),
+            (
+                "url = \"postgres://db/app?sslmode=bogus\"",
+                "test.toml:6: postgres.url",
+            ),
+            ("pool_size = 0", "test.toml:6: postgres.pool_size"),
+            (
+                "url = \"postgres://db/app?password=x\"",
+                "test.toml:6: postgres.url",
+            ),
+            ("table = \"\"", "test.toml:6: postgres.table"),
+            ("password = \"env:NOPE\"", "test.toml:6: postgres.password"),
+            ("tablename = \"s\"", "postgres"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

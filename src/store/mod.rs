@@ -1,5 +1,6 @@
 //! Where sessions live: the embedded [`MemoryStore`] for a single instance, or [`RedisStore`]
-//! for state shared with other gates and with an express-session fleet. Each speaks two small
+//! or [`PostgresStore`] for state shared with other gates and with an express-session fleet
+//! (connect-redis or connect-pg-simple). Each speaks two small
 //! traits, as Pingora keeps service discovery apart from health checks: [`SessionStore`], the
 //! hot path (load with its touch, save, destroy, update, rename), and [`UserIndex`], the
 //! per-user view behind the admin API and log out everywhere (list, revoke, count). Records
@@ -8,6 +9,7 @@
 
 mod cache;
 mod memory;
+mod postgres;
 mod redis;
 mod tracking;
 
@@ -21,6 +23,9 @@ use crate::record::{id_prefix, ExpiryPolicy, SessionRecord};
 pub use self::cache::{entry_weight as cache_entry_weight, SessionCache};
 pub use self::memory::entry_weight as memory_entry_weight;
 pub use self::memory::MemoryStore;
+pub use self::postgres::{
+    redact_pg_url, PostgresSettings, PostgresStore, DEFAULT_POOL_SIZE, DEFAULT_PRUNE_INTERVAL,
+};
 pub use self::redis::{redact_url, RedisSettings, RedisStore, SentinelSettings};
 use crate::metrics::Metrics;
 
@@ -32,6 +37,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 pub enum StoreSettings {
     Memory(MemorySettings),
     Redis(RedisSettings),
+    Postgres(PostgresSettings),
 }
 
 impl StoreSettings {
@@ -40,6 +46,7 @@ impl StoreSettings {
         match self {
             StoreSettings::Memory(_) => DEFAULT_RETRY_AFTER,
             StoreSettings::Redis(r) => r.retry_after,
+            StoreSettings::Postgres(p) => p.retry_after,
         }
     }
 }
@@ -80,6 +87,9 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("the session store failed: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// PostgreSQL refused, failed or could not be reached (the message says which).
+    #[error("the session store failed: {0}")]
+    Postgres(String),
     #[error("too many concurrent writers changed the session; gave up")]
     Contended,
 }
@@ -262,7 +272,7 @@ pub fn from_settings(
     cached(settings, prefix, index_prefix, None, Arc::default())
 }
 
-/// The same, with the local cache in front when `cache` is given (Redis only).
+/// The same, with the local cache in front when `cache` is given (Redis and PostgreSQL).
 pub fn cached(
     settings: &StoreSettings,
     prefix: &str,
@@ -275,6 +285,7 @@ pub fn cached(
         StoreSettings::Redis(r) => {
             Arc::new(RedisStore::new(r, prefix, index_prefix, cache, metrics)?)
         }
+        StoreSettings::Postgres(p) => Arc::new(PostgresStore::new(p, cache, metrics)?),
     })
 }
 

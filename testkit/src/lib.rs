@@ -15,6 +15,7 @@
 //! test harness (`tests/it/harness.rs`) and in the benches.
 
 pub mod ports;
+pub mod postgres_server;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_sentinel;
@@ -23,6 +24,7 @@ pub mod upstream;
 pub mod wait;
 
 pub use ports::{free_addr, free_port, port_open, wait_for_port};
+pub use postgres_server::Postgres;
 pub use process::{on_path, status_kib, ProcessGuard};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;

@@ -25,7 +25,8 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use serde_json::{json, Value};
 
 pub use sessiongate_testkit::{
-    free_addr, free_port, wait_for, ProcessGuard, Redis, RedisCluster, RedisSentinel, Upstream,
+    free_addr, free_port, wait_for, Postgres, ProcessGuard, Redis, RedisCluster, RedisSentinel,
+    Upstream,
 };
 
 mod browser;
@@ -56,6 +57,8 @@ pub struct GateBuilder {
     log: Vec<String>,
     /// `[forward_auth]`: its listener and `trusted`.
     forward_auth: Option<(SocketAddr, Vec<String>)>,
+    /// `[postgres]` lines that replace the harness's defaults for the same keys.
+    postgres_lines: Vec<String>,
 }
 
 impl GateBuilder {
@@ -78,6 +81,7 @@ impl GateBuilder {
             cache_lines: vec![],
             log: vec![],
             forward_auth: None,
+            postgres_lines: vec![],
         }
     }
 
@@ -122,6 +126,20 @@ impl GateBuilder {
 
     pub fn redis(mut self, r: &Redis) -> Self {
         self.store = Some(r.url());
+        self
+    }
+
+    /// The PostgreSQL store on a harness server: the table, the user index and the notify
+    /// trigger made by the gate, unless [`postgres_setting`](Self::postgres_setting) says
+    /// otherwise.
+    pub fn postgres(mut self, pg: &Postgres) -> Self {
+        self.store = Some(format!("postgres:{}", pg.url()));
+        self
+    }
+
+    /// A `key = value` line for `[postgres]`, replacing the harness's default for that key.
+    pub fn postgres_setting(mut self, line: &str) -> Self {
+        self.postgres_lines.push(line.into());
         self
     }
 
@@ -217,9 +235,14 @@ impl GateBuilder {
         }
         let secrets: Vec<String> = self.secrets.iter().map(|s| format!("{s:?}")).collect();
         t += &format!("\n[session]\nsecrets = [{}]\n", secrets.join(", "));
-        match &self.store {
-            Some(_) => t += "store = \"redis\"\n",
-            None => t += "store = \"memory\"\n",
+        let postgres = self
+            .store
+            .as_deref()
+            .and_then(|s| s.strip_prefix("postgres:"));
+        match (&self.store, postgres) {
+            (_, Some(_)) => t += "store = \"postgres\"\n",
+            (Some(_), None) => t += "store = \"redis\"\n",
+            (None, None) => t += "store = \"memory\"\n",
         }
         for l in &self.session {
             t += &format!("{l}\n");
@@ -237,10 +260,28 @@ impl GateBuilder {
                 "\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\nsentinel = {sentinel}\ntimeout = \"300ms\"\nretry_after = \"3s\"\n"
             );
         }
+        if let Some(url) = postgres {
+            t += "\n[postgres]\n";
+            let defaults = [
+                format!("url = {url:?}"),
+                "create_table = true".into(),
+                "create_user_index = true".into(),
+                "create_notify_trigger = true".into(),
+                "timeout = \"300ms\"".into(),
+                "retry_after = \"3s\"".into(),
+            ];
+            let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_owned();
+            for l in defaults.iter().chain(&self.postgres_lines) {
+                let overridden = self.postgres_lines.iter().any(|o| key(o) == key(l));
+                if !overridden || self.postgres_lines.iter().any(|o| std::ptr::eq(o, l)) {
+                    t += &format!("{l}\n");
+                }
+            }
+        }
         match self
             .store
             .as_deref()
-            .filter(|s| !s.starts_with("sentinel:"))
+            .filter(|s| !s.starts_with("sentinel:") && !s.starts_with("postgres:"))
             .map(|s| (s, s.strip_prefix("cluster:")))
         {
             Some((_, Some(seeds))) => {

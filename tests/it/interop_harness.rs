@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use crate::harness::{Client, ProcessGuard, Redis};
+use crate::harness::{Client, Postgres, ProcessGuard, Redis};
 
 /// How long a child gets to print `LISTENING <port>`: node loads express and connects to
 /// Redis first, on a machine that may be busy compiling.
@@ -28,6 +28,13 @@ fn interop_dir() -> PathBuf {
 
 fn express_dir() -> PathBuf {
     interop_dir().join("express")
+}
+
+/// connect-pg-simple's own `table.sql`, as npm installed it.
+pub fn connect_pg_simple_table_sql() -> String {
+    ensure_npm_ci();
+    let path = express_dir().join("node_modules/connect-pg-simple/table.sql");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -205,6 +212,15 @@ impl Express {
             backend: "express".into(),
             trust_proxy: false,
             cluster: None,
+            pg_url: None,
+        }
+    }
+
+    /// The same app on connect-pg-simple 10, on the test's PostgreSQL (`public.session`).
+    pub fn on_postgres(pg: &Postgres) -> ExpressBuilder {
+        ExpressBuilder {
+            pg_url: Some(pg.url()),
+            ..Self::defaults()
         }
     }
 
@@ -242,6 +258,8 @@ pub struct ExpressBuilder {
     backend: String,
     trust_proxy: bool,
     cluster: Option<Vec<String>>,
+    /// connect-pg-simple on this database instead of Redis.
+    pg_url: Option<String>,
 }
 
 impl ExpressBuilder {
@@ -320,6 +338,9 @@ impl ExpressBuilder {
             .env_remove("STORE_TTL")
             .env_remove("NODE_OPTIONS")
             .env_remove("REDIS_CLUSTER")
+            .env_remove("PG_URL")
+            .env_remove("PG_SCHEMA")
+            .env_remove("PG_TABLE")
             .env_remove("DEBUG")
             .env("TRUST_PROXY", if self.trust_proxy { "1" } else { "0" });
         if let Some(ms) = self.max_age_ms {
@@ -333,6 +354,9 @@ impl ExpressBuilder {
         }
         if let Some(t) = self.store_ttl {
             cmd.env("STORE_TTL", t.to_string());
+        }
+        if let Some(url) = &self.pg_url {
+            cmd.env("PG_URL", url);
         }
         let server = ChildServer::spawn(&format!("the express app ({})", self.backend), cmd);
         Express {

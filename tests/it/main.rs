@@ -24,6 +24,8 @@ mod limits;
 mod memory_bound;
 mod observability;
 mod outage;
+mod postgres;
+mod postgres_interop;
 mod protocols;
 mod revocation;
 mod rolling;

@@ -1,6 +1,6 @@
 "use strict";
 
-// Reference express-session + connect-redis application used by the
+// Reference express-session + connect-redis (or connect-pg-simple) application used by the
 // sessiongate integration tests. Configured only through environment
 // variables (see README section in the header below):
 //
@@ -9,6 +9,9 @@
 //                      unix:///abs/path/redis.sock[?db=N]
 //   REDIS_CLUSTER      optional; a JSON array of redis:// seed URLs: node-redis's cluster
 //                      client instead of REDIS_URL (which is then not read)
+//   PG_URL             optional; postgres://user@host:port/db: connect-pg-simple 10 on that
+//                      database instead of Redis (REDIS_URL and REDIS_CLUSTER are then not read)
+//   PG_SCHEMA, PG_TABLE  connect-pg-simple `schemaName` / `tableName` (default public / session)
 //   SESSION_SECRETS    required; JSON array of strings (first signs, all verify)
 //   COOKIE_NAME        express-session `name` (default "connect.sid")
 //   SESSION_PREFIX     connect-redis `prefix` (default "sess:")
@@ -69,9 +72,10 @@ if (process.env.SAME_SITE) {
   else fail(`SAME_SITE must be lax|strict|none|true|false, got ${JSON.stringify(process.env.SAME_SITE)}`);
 }
 
-const clusterSeeds = process.env.REDIS_CLUSTER ? JSON.parse(process.env.REDIS_CLUSTER) : null;
+const pgUrl = process.env.PG_URL || null;
+const clusterSeeds = !pgUrl && process.env.REDIS_CLUSTER ? JSON.parse(process.env.REDIS_CLUSTER) : null;
 const redisUrl = process.env.REDIS_URL;
-if (!redisUrl && !clusterSeeds) fail("REDIS_URL is required");
+if (!pgUrl && !redisUrl && !clusterSeeds) fail("REDIS_URL (or PG_URL) is required");
 
 function redisOptions(url) {
   if (url.startsWith("unix://")) {
@@ -90,17 +94,33 @@ function redisOptions(url) {
 
 // ---- redis + store ----------------------------------------------------------
 
-const redisClient = clusterSeeds
-  ? createCluster({ rootNodes: clusterSeeds.map((url) => ({ url })) })
-  : createClient(redisOptions(redisUrl));
 let shuttingDown = false;
-redisClient.on("error", (err) => {
-  if (!shuttingDown) process.stderr.write(`interop-express: redis error: ${err.message}\n`);
-});
-
-const storeOpts = { client: redisClient, prefix };
-if (storeTtl !== undefined) storeOpts.ttl = storeTtl;
-const store = new RedisStore(storeOpts);
+let redisClient = null;
+let store;
+if (pgUrl) {
+  // connect-pg-simple's defaults, on the table the gate shares.
+  const PgStore = require("connect-pg-simple")(session);
+  const pgOpts = {
+    conString: pgUrl,
+    schemaName: process.env.PG_SCHEMA || "public",
+    tableName: process.env.PG_TABLE || "session",
+    errorLog: (...args) => {
+      if (!shuttingDown) process.stderr.write(`interop-express: pg error: ${args.join(" ")}\n`);
+    },
+  };
+  if (storeTtl !== undefined) pgOpts.ttl = storeTtl;
+  store = new PgStore(pgOpts);
+} else {
+  redisClient = clusterSeeds
+    ? createCluster({ rootNodes: clusterSeeds.map((url) => ({ url })) })
+    : createClient(redisOptions(redisUrl));
+  redisClient.on("error", (err) => {
+    if (!shuttingDown) process.stderr.write(`interop-express: redis error: ${err.message}\n`);
+  });
+  const storeOpts = { client: redisClient, prefix };
+  if (storeTtl !== undefined) storeOpts.ttl = storeTtl;
+  store = new RedisStore(storeOpts);
+}
 
 const cookie = { httpOnly: true, path: "/", secure: false };
 if (maxAge !== undefined) cookie.maxAge = maxAge;
@@ -235,7 +255,8 @@ function shutdown() {
     server.closeAllConnections();
   } catch (_) {}
   try {
-    redisClient.destroy();
+    if (redisClient) redisClient.destroy();
+    else store.close();
   } catch (_) {}
   process.exit(0);
 }
@@ -243,10 +264,12 @@ process.on("SIGTERM", shutdown);
 process.on("SIGINT", shutdown);
 
 (async () => {
-  try {
-    await redisClient.connect();
-  } catch (err) {
-    fail(`cannot connect to redis at ${redisUrl}: ${err.message}`);
+  if (redisClient) {
+    try {
+      await redisClient.connect();
+    } catch (err) {
+      fail(`cannot connect to redis at ${redisUrl}: ${err.message}`);
+    }
   }
   server.on("error", (err) => fail(`listen failed: ${err.message}`));
   server.listen(port, "127.0.0.1", () => {
