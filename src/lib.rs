@@ -7,8 +7,10 @@
 //! service ([`sessions`]) loads from the [`store`]; client-sent identity headers are always
 //! stripped and the real ones injected ([`identity`]); the request goes to a server of the
 //! route's pool ([`upstreams`]); on the way back the upstream's [`directives`] may issue,
-//! change or destroy the session, and rolling sessions get a fresh cookie. Every refusal is
-//! one [`error::RequestError`]. The [`config`] is assembled from the settings types these
+//! change or destroy the session, and rolling sessions get a fresh cookie. What happens to a
+//! request (route, cross-origin check, session, pass, login or refusal) is one decision,
+//! [`decide`], which forward-auth ([`forward_auth`]) takes too for an edge that proxies the
+//! request itself. Every refusal is one [`error::RequestError`]. The [`config`] is assembled from the settings types these
 //! modules own; nothing but `config` reads the file's types.
 //!
 //! Modules are private to the crate. What the binary, the tests and the benches use is
