@@ -162,6 +162,33 @@ fn hundred_routes() -> Vec<Route> {
     routes
 }
 
+/// `n` routes: a catch-all, then per tenant (`tenantK.example.com`) its API, its admin
+/// (POST and DELETE only) and its pages, and every fourth tenant's API on a `*.` pattern.
+fn tenant_routes(n: usize) -> Vec<Route> {
+    let mut routes = vec![route("/", None, None)];
+    let mut k = 0;
+    while routes.len() < n {
+        let host = format!("tenant{k}.example.com");
+        routes.push(route(&format!("/t{k}/api/"), Some(&host), None));
+        routes.push(route(
+            &format!("/t{k}/admin/"),
+            Some(&host),
+            Some(vec![Method::POST, Method::DELETE]),
+        ));
+        routes.push(route(&format!("/t{k}/pages/"), Some(&host), None));
+        if k % 4 == 0 {
+            routes.push(route(
+                &format!("/t{k}/api/"),
+                Some(&format!("*.t{k}.example.com")),
+                None,
+            ));
+        }
+        k += 1;
+    }
+    routes.truncate(n);
+    routes
+}
+
 fn routing(c: &mut Criterion) {
     let table = RouteTable::new(hundred_routes(), false);
     let host = Some("tenant.example.com");
@@ -191,6 +218,32 @@ fn routing(c: &mut Criterion) {
             b.iter(|| {
                 let p = normalize_path(black_box(raw)).unwrap();
                 table.find(black_box(host), &Method::GET, &p.matched)
+            })
+        });
+    }
+    // The same lookups in tables of 10 to 10,000 routes, as a multi-tenant setup has them
+    // (each tenant a host with a few prefixes of its own): the cost must not grow with them.
+    for n in [10usize, 100, 1_000, 10_000] {
+        let table = RouteTable::new(tenant_routes(n), false);
+        let tenant = format!("tenant{}.example.com", n / 8);
+        let hit = format!("/t{}/api/items/7", n / 8);
+        assert!(table.find(Some(&tenant), &Method::GET, &hit).unwrap() > 0);
+        g.bench_function(format!("find_tenants_{n}/hit"), |b| {
+            b.iter(|| {
+                table.find(
+                    black_box(Some(tenant.as_str())),
+                    &Method::GET,
+                    black_box(&hit),
+                )
+            })
+        });
+        g.bench_function(format!("find_tenants_{n}/catch_all"), |b| {
+            b.iter(|| {
+                table.find(
+                    black_box(Some("unknown.example.org")),
+                    &Method::GET,
+                    black_box("/static/app.3f9a1c.js"),
+                )
             })
         });
     }
