@@ -170,6 +170,7 @@ impl Decider {
             Err(e) => return Verdict::Refuse(e),
         };
         let route = rt.routes.get(index);
+        d.route = Some(index);
         // What another origin sent with the session cookie, judged as the method the
         // upstream will act on (an override's, on a route that lets it through).
         let asked = cross_origin::Request::read_as(
@@ -192,7 +193,6 @@ impl Decider {
         if front == Front::ForwardAuth && body_scan.is_some() {
             return Verdict::Refuse(RequestError::BodyUnseen);
         }
-        d.route = Some(index);
         if route.auth == AuthMode::Public {
             d.auth = Some(Auth::Public);
             return Verdict::Pass {
