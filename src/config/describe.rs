@@ -22,6 +22,12 @@ impl Config {
                 let _ = writeln!(o, "  https://{l} (cert {})", t.cert);
             }
         }
+        if self.listen.is_empty() && self.tls.is_none() {
+            let _ = writeln!(
+                o,
+                "  none: the gate does not proxy, it answers forward-auth only"
+            );
+        }
         let h = &self.head;
         let _ = writeln!(
             o,
