@@ -70,69 +70,116 @@ pub fn is_internal(name: &str) -> bool {
     INTERNAL_HEADERS.contains(&c.as_str())
 }
 
-/// Whether `name` (as sent) spells `canonical` under the lenient reading.
-fn spells(name: &[u8], canonical: &[u8]) -> bool {
-    name.len() == canonical.len()
-        && name.iter().zip(canonical).all(|(&a, &b)| {
-            (if a == b'_' {
-                b'-'
-            } else {
-                a.to_ascii_lowercase()
-            }) == b
-        })
+/// What stripping does with a header name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doom {
+    /// Removed from every client request.
+    Always,
+    /// Removed unless the route has `method_override = true`.
+    MethodOverride,
 }
+
+/// The longest name stripped, in bytes: names are read into a buffer of this size.
+const MAX_STRIPPED_NAME: usize = 64;
 
 #[derive(Debug)]
 pub struct Identity {
-    /// Canonical names removed from every client request.
-    strip: Vec<String>,
+    /// Canonical names removed from client requests, each with when. Built at start-up, so
+    /// that the request path reads each header name once, with one lookup.
+    strip: std::collections::HashMap<Box<[u8]>, Doom>,
+    /// Bit `n` set: some stripped name is `n` bytes long (most header names are not, and
+    /// need no lookup at all).
+    lengths: u64,
     inject: Vec<(HeaderName, String)>,
 }
 
 impl Identity {
     pub fn new(settings: &IdentitySettings) -> Self {
-        let mut strip: Vec<String> = INTERNAL_HEADERS
+        let mut always: Vec<String> = INTERNAL_HEADERS
             .iter()
             .chain(FORWARDED_HOST_HEADERS)
             .map(|s| s.to_string())
             .collect();
-        strip.extend(
+        always.extend(
             settings
                 .headers
                 .iter()
                 .map(|(h, _)| canonical_header_name(h.as_str())),
         );
-        strip.extend(settings.strip.iter().cloned());
+        always.extend(settings.strip.iter().cloned());
         // The assertion's header, and the default one whatever the config names, so that no
         // client copy ever reaches an upstream.
-        strip.push(crate::assertion::DEFAULT_HEADER.to_string());
+        always.push(crate::assertion::DEFAULT_HEADER.to_string());
         if let Some(a) = &settings.assertion {
-            strip.push(canonical_header_name(a.header.as_str()));
+            always.push(canonical_header_name(a.header.as_str()));
         }
-        strip.sort();
-        strip.dedup();
+        let mut strip: std::collections::HashMap<Box<[u8]>, Doom> =
+            std::collections::HashMap::new();
+        for name in METHOD_OVERRIDE_HEADERS {
+            strip.insert(
+                canonical_header_name(name).into_bytes().into(),
+                Doom::MethodOverride,
+            );
+        }
+        // A name that is both is always stripped.
+        for name in always {
+            strip.insert(
+                canonical_header_name(&name).into_bytes().into(),
+                Doom::Always,
+            );
+        }
+        let mut lengths = 0u64;
+        for name in strip.keys() {
+            // The config checks header names; a name this long could not be matched by the
+            // buffer, so it would be a bug to let one through.
+            assert!(
+                name.len() < MAX_STRIPPED_NAME,
+                "a stripped header name is longer than {MAX_STRIPPED_NAME} bytes"
+            );
+            lengths |= 1 << name.len();
+        }
         Self {
             strip,
+            lengths,
             inject: settings.headers.clone(),
         }
     }
 
+    /// What becomes of a header `name` as a client sent it: read as a lenient backend reads
+    /// it (lower case, `_` for `-`).
+    fn doom(&self, name: &[u8]) -> Option<Doom> {
+        if name.len() >= MAX_STRIPPED_NAME || self.lengths & (1 << name.len()) == 0 {
+            return None;
+        }
+        let mut buf = [0u8; MAX_STRIPPED_NAME];
+        let canonical = &mut buf[..name.len()];
+        for (out, &b) in canonical.iter_mut().zip(name) {
+            *out = if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            };
+        }
+        self.strip.get(&*canonical).copied()
+    }
+
     /// Removes every spelling of every identity, internal and forwarded-host header, and of
-    /// the method-override headers unless the route lets them through.
+    /// the method-override headers unless the route lets them through: one pass over the
+    /// request's headers, and nothing allocated when there is nothing to remove.
     pub fn strip_request(&self, req: &mut RequestHeader, keep_method_override: bool) {
-        let doomed: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|name| {
-                let name = name.as_str().as_bytes();
-                self.strip.iter().any(|c| spells(name, c.as_bytes()))
-                    || (!keep_method_override
-                        && METHOD_OVERRIDE_HEADERS
-                            .iter()
-                            .any(|c| spells(name, c.as_bytes())))
-            })
-            .cloned()
-            .collect();
+        // `Vec::new` allocates nothing until a header is found to remove.
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in req.headers.keys() {
+            let remove = match self.doom(name.as_str().as_bytes()) {
+                Some(Doom::Always) => true,
+                Some(Doom::MethodOverride) => !keep_method_override,
+                None => false,
+            };
+            // `keys` names each header once, however many values it has.
+            if remove {
+                doomed.push(name.clone());
+            }
+        }
         for name in doomed {
             req.remove_header(&name);
         }
@@ -305,6 +352,96 @@ mod tests {
                 "x_method_override"
             ]
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The strip as a scan: every header name compared with every stripped name under
+        /// the lenient reading. The one-pass strip must remove exactly what this removes.
+        fn scanned(identity: &Identity, req: &RequestHeader, keep: bool) -> Vec<String> {
+            let canonical = |n: &str| canonical_header_name(n);
+            let always: Vec<String> = identity
+                .strip
+                .iter()
+                .filter(|(_, d)| **d == Doom::Always)
+                .map(|(n, _)| String::from_utf8(n.to_vec()).unwrap())
+                .collect();
+            let mut left: Vec<String> = req
+                .headers
+                .keys()
+                .map(|k| k.as_str().to_owned())
+                .filter(|k| {
+                    let c = canonical(k);
+                    !(always.contains(&c)
+                        || (!keep && METHOD_OVERRIDE_HEADERS.contains(&c.as_str())))
+                })
+                .collect();
+            left.sort();
+            left
+        }
+
+        /// Names that are stripped, in other spellings, and names that are not.
+        fn name() -> impl Strategy<Value = String> {
+            let base = prop::sample::select(vec![
+                "x-user",
+                "x-user-roles",
+                "x-user-id",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "forwarded",
+                "x-real-ip",
+                "x-http-method-override",
+                "x-method-override",
+                "x-session-assertion",
+                "x-session-issue",
+                "x-users",
+                "x-use",
+                "accept",
+                "cookie",
+                "x-request-id",
+            ]);
+            (base, prop::collection::vec(any::<bool>(), 24), any::<u8>()).prop_map(
+                |(b, flips, tail)| {
+                    let mut n: String = b
+                        .chars()
+                        .zip(flips.iter().cycle())
+                        .map(|(c, &f)| match (c, f) {
+                            ('-', true) => '_',
+                            (c, true) => c.to_ascii_uppercase(),
+                            (c, false) => c,
+                        })
+                        .collect();
+                    if tail % 7 == 0 {
+                        n.push('x');
+                    }
+                    n
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn the_one_pass_strip_removes_what_a_scan_of_every_name_removes(
+                names in prop::collection::vec(name(), 0..12),
+                keep in any::<bool>(),
+            ) {
+                let id = identity();
+                let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+                for n in &names {
+                    req.append_header(n.clone(), "v").unwrap();
+                }
+                let expected = scanned(&id, &req, keep);
+                id.strip_request(&mut req, keep);
+                let mut left: Vec<String> =
+                    req.headers.keys().map(|k| k.as_str().to_owned()).collect();
+                left.sort();
+                prop_assert_eq!(left, expected);
+            }
+        }
     }
 
     #[test]
