@@ -109,11 +109,17 @@ impl Decided {
 pub struct Decider {
     metrics: Arc<Metrics>,
     outage: OutageLog,
+    /// `sessiongate_store_duration_seconds{op="load"}` and `{op="write"}`, each resolved at
+    /// its first use.
+    store_load: std::sync::OnceLock<prometheus::Histogram>,
+    store_write: std::sync::OnceLock<prometheus::Histogram>,
 }
 
 impl Decider {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
+            store_load: Default::default(),
+            store_write: Default::default(),
             metrics,
             outage: OutageLog::default(),
         }
@@ -252,10 +258,18 @@ impl Decider {
 
     /// Times a store operation of kind `op` (`load`, `write`).
     pub fn observe_store(&self, op: &str, began: Instant) {
-        self.metrics
-            .store_duration
-            .with_label_values(&[op])
-            .observe(began.elapsed().as_secs_f64());
+        let took = began.elapsed().as_secs_f64();
+        let resolved = match op {
+            "load" => &self.store_load,
+            "write" => &self.store_write,
+            other => {
+                let h = self.metrics.store_duration.with_label_values(&[other]);
+                return h.observe(took);
+            }
+        };
+        resolved
+            .get_or_init(|| self.metrics.store_duration.with_label_values(&[op]))
+            .observe(took);
     }
 
     /// Notes a refusal the request ended with: store outages are logged once per burst and

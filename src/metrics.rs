@@ -7,12 +7,13 @@
 //! resolved addresses, `op` a store operation (`load`, `write`), `reason` one of the gate's
 //! refusal codes ([`crate::error::RequestError::refusal`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::upstreams::Pool;
@@ -276,14 +277,23 @@ impl Metrics {
             .push(hook);
     }
 
-    /// Counts one answered request.
-    pub fn request(&self, route: &str, status: u16, auth: &str, took: Duration) {
+    /// Counts one answered request on no route (or before one was chosen).
+    pub fn request(&self, route: &str, status: u16, auth: &'static str, took: Duration) {
         self.requests
-            .with_label_values(&[route, status.to_string().as_str(), auth])
+            .with_label_values(&[route, status_label(status).as_ref(), auth])
             .inc();
         self.request_duration
             .with_label_values(&[route])
             .observe(took.as_secs_f64());
+    }
+
+    /// The series of the route labelled `route`, resolved now (see [`SeriesCache`]).
+    fn route_series(&self, route: &str) -> RouteSeries {
+        RouteSeries {
+            route: route.into(),
+            duration: self.request_duration.with_label_values(&[route]),
+            requests: ArcSwap::from_pointee(Vec::new()),
+        }
     }
 
     /// The Prometheus text format of every metric; `pools` are the running config's, whose
@@ -311,5 +321,140 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("the text encoder writes to memory");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// A status as its label: the common ones without formatting.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        204 => "204".into(),
+        302 => "302".into(),
+        304 => "304".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        503 => "503".into(),
+        _ => status.to_string().into(),
+    }
+}
+
+/// One route's series: its duration histogram resolved once, and its request counters
+/// resolved the first time each `(status, auth)` is seen. Reads take no lock: the counters
+/// are an immutable list swapped whole when one is added (a handful per route).
+pub struct RouteSeries {
+    route: Box<str>,
+    duration: Histogram,
+    requests: ArcSwap<Vec<(u16, &'static str, IntCounter)>>,
+}
+
+impl RouteSeries {
+    /// Counts one answered request.
+    pub fn request(&self, metrics: &Metrics, status: u16, auth: &'static str, took: Duration) {
+        self.duration.observe(took.as_secs_f64());
+        let known = self.requests.load();
+        if let Some((.., c)) = known.iter().find(|(s, a, _)| *s == status && *a == auth) {
+            c.inc();
+            return;
+        }
+        let counter =
+            metrics
+                .requests
+                .with_label_values(&[&self.route, status_label(status).as_ref(), auth]);
+        counter.inc();
+        self.requests.rcu(|list| {
+            let mut list = Vec::clone(list);
+            if !list.iter().any(|(s, a, _)| *s == status && *a == auth) {
+                list.push((status, auth, counter.clone()));
+            }
+            list
+        });
+    }
+}
+
+/// The series of each route of one config (a reload starts a new cache), each resolved on
+/// the route's first request: the request path finds its counters by the route's index,
+/// with no lookup by label.
+pub struct SeriesCache {
+    routes: Box<[OnceLock<RouteSeries>]>,
+    pools: Box<[OnceLock<Histogram>]>,
+}
+
+impl SeriesCache {
+    pub fn new(routes: usize, pools: usize) -> Self {
+        Self {
+            routes: (0..routes).map(|_| OnceLock::new()).collect(),
+            pools: (0..pools).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Route `index`'s series, labelled `label`.
+    pub fn route(&self, metrics: &Metrics, index: usize, label: &str) -> &RouteSeries {
+        self.routes[index].get_or_init(|| metrics.route_series(label))
+    }
+
+    /// `sessiongate_upstream_duration_seconds` of pool `index`, named `name`.
+    pub fn upstream(&self, metrics: &Metrics, index: usize, name: &str) -> &Histogram {
+        self.pools[index].get_or_init(|| metrics.upstream_duration.with_label_values(&[name]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, starts: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(starts))
+    }
+
+    #[test]
+    fn route_series_count_each_status_and_outcome_under_the_routes_label() {
+        let m = Metrics::default();
+        let cache = SeriesCache::new(2, 1);
+        let took = Duration::from_millis(2);
+        for (status, auth) in [
+            (200, "cache"),
+            (200, "cache"),
+            (401, "missing"),
+            (200, "store"),
+        ] {
+            cache.route(&m, 1, "/api/").request(&m, status, auth, took);
+        }
+        cache.route(&m, 0, "/").request(&m, 599, "public", took);
+        cache.upstream(&m, 0, "app").observe(0.001);
+        let text = m.render(&[]);
+        let count = |l: &str| line(&text, l).map(|l| l.rsplit(' ').next().unwrap().to_owned());
+        assert_eq!(
+            count(r#"sessiongate_requests_total{auth="cache",route="/api/",status="200"}"#)
+                .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            count(r#"sessiongate_requests_total{auth="missing",route="/api/",status="401"}"#)
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(r#"sessiongate_requests_total{auth="store",route="/api/",status="200"}"#)
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(r#"sessiongate_requests_total{auth="public",route="/",status="599"}"#).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(r#"sessiongate_request_duration_seconds_count{route="/api/"}"#).as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            count(r#"sessiongate_upstream_duration_seconds_count{upstream="app"}"#).as_deref(),
+            Some("1")
+        );
+        // The unrouted path and the cached one write the same series.
+        m.request("/api/", 200, "cache", took);
+        let text = m.render(&[]);
+        assert!(text
+            .contains(r#"sessiongate_requests_total{auth="cache",route="/api/",status="200"} 3"#));
     }
 }

@@ -19,6 +19,7 @@ use pingora::services::background::BackgroundService;
 use crate::assertion::Assertions;
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::metrics::SeriesCache;
 use crate::routes::RouteTable;
 use crate::runtime::Runtime;
 use crate::sessions::Sessions;
@@ -29,8 +30,10 @@ impl Runtime {
     /// `pools` are `config.upstreams`' pools, built by [`upstreams::build`]; `store` is the
     /// gate's one store, which outlives every runtime.
     pub fn new(config: &Config, store: Arc<dyn Store>, pools: Vec<Arc<Pool>>) -> Self {
+        let routes = RouteTable::new(config.routes.clone(), config.case_sensitive_paths);
         Self {
-            routes: RouteTable::new(config.routes.clone(), config.case_sensitive_paths),
+            series: SeriesCache::new(routes.len(), pools.len()),
+            routes,
             pools,
             sessions: Sessions::new(config.session.clone(), store),
             identity: Identity::new(&config.identity),

@@ -232,6 +232,14 @@ impl RouteTable {
         &self.routes[index]
     }
 
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
     /// The index of the route serving this request. `host` is lower case without port;
     /// `path` is a normalised decoded path.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<usize> {

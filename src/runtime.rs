@@ -10,6 +10,7 @@ use crate::assertion::Assertions;
 use crate::cross_origin::CrossOrigin;
 use crate::forwarded::TrustedProxies;
 use crate::identity::Identity;
+use crate::metrics::SeriesCache;
 use crate::path::PathPolicy;
 use crate::routes::RouteTable;
 use crate::sessions::Sessions;
@@ -29,4 +30,6 @@ pub struct Runtime {
     pub cross_origin: CrossOrigin,
     /// What a 503 tells clients to wait, in seconds.
     pub retry_after_secs: String,
+    /// The metric series of these routes and pools, resolved once each.
+    pub series: SeriesCache,
 }
