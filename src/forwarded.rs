@@ -65,6 +65,8 @@ pub struct ClientView {
     /// The `X-Forwarded-For` chain the upstream gets (the trusted proxies' chain, then the
     /// peer); `None` without a peer address.
     forwarded_for: Option<String>,
+    /// `forwarded_for` is the client's address alone (an untrusted peer).
+    ip_is_chain: bool,
 }
 
 impl ClientView {
@@ -80,6 +82,7 @@ impl ClientView {
                 ip: None,
                 https: tls,
                 forwarded_for: None,
+                ip_is_chain: false,
             };
         };
         if !trusted.contains(peer) {
@@ -87,6 +90,7 @@ impl ClientView {
                 ip: Some(peer),
                 https: tls,
                 forwarded_for: Some(peer.to_string()),
+                ip_is_chain: true,
             };
         }
         // Every X-Forwarded-For value, in order, as one chain.
@@ -131,28 +135,53 @@ impl ClientView {
             ip: Some(ip),
             https: tls || proto_https,
             forwarded_for: Some(forwarded_for),
+            ip_is_chain: false,
         }
     }
 
     /// Replaces the forwarding headers of the upstream request with the gate's view; `host`
-    /// is the host the gate routed on.
-    pub fn write(&self, upstream: &mut RequestHeader, host: Option<&str>) {
-        for h in HEADERS {
-            upstream.remove_header(*h);
-        }
+    /// is the host the gate routed on. (Each insert replaces every value a client sent under
+    /// that name; the rest are removed.)
+    pub fn write(&self, upstream: &mut RequestHeader, host: Option<&http::HeaderValue>) {
+        upstream.remove_header("forwarded");
         // Set from values that were headers or addresses: never invalid.
-        if let Some(ff) = &self.forwarded_for {
-            let _ = upstream.insert_header("x-forwarded-for", ff.as_str());
-        }
+        let forwarded_for = self
+            .forwarded_for
+            .as_deref()
+            .and_then(|ff| http::HeaderValue::from_str(ff).ok());
         let _ = upstream.insert_header(
             "x-forwarded-proto",
             if self.https { "https" } else { "http" },
         );
-        if let Some(ip) = self.ip {
-            let _ = upstream.insert_header("x-real-ip", ip.to_string());
+        let real_ip = match self.ip {
+            // An untrusted peer is the client and the whole chain: one text for both.
+            Some(_) if self.ip_is_chain => forwarded_for.clone(),
+            Some(ip) => http::HeaderValue::from_str(&ip.to_string()).ok(),
+            None => None,
+        };
+        match forwarded_for {
+            Some(ff) => {
+                let _ = upstream.insert_header("x-forwarded-for", ff);
+            }
+            None => {
+                upstream.remove_header("x-forwarded-for");
+            }
         }
-        if let Some(host) = host {
-            let _ = upstream.insert_header("x-forwarded-host", host);
+        match real_ip {
+            Some(ip) => {
+                let _ = upstream.insert_header("x-real-ip", ip);
+            }
+            None => {
+                upstream.remove_header("x-real-ip");
+            }
+        }
+        match host {
+            Some(host) => {
+                let _ = upstream.insert_header("x-forwarded-host", host.clone());
+            }
+            None => {
+                upstream.remove_header("x-forwarded-host");
+            }
         }
     }
 }
@@ -187,7 +216,10 @@ mod tests {
         assert_eq!(v.ip, Some("203.0.113.9".parse().unwrap()));
         assert!(!v.https);
         let mut up = r.clone();
-        v.write(&mut up, Some("example.com"));
+        v.write(
+            &mut up,
+            Some(&http::HeaderValue::from_static("example.com")),
+        );
         assert_eq!(up.headers["x-forwarded-for"], "203.0.113.9");
         assert_eq!(up.headers["x-forwarded-proto"], "http");
         assert_eq!(up.headers["x-real-ip"], "203.0.113.9");
@@ -200,6 +232,8 @@ mod tests {
             ("x-forwarded-for", "198.51.100.7, 10.1.2.3"),
             ("X-Forwarded-For", "10.9.9.9"),
             ("x-forwarded-proto", "https"),
+            ("forwarded", "for=192.0.2.1"),
+            ("x-forwarded-host", "evil.example"),
         ]);
         let v = ClientView::read(
             &r,
@@ -216,6 +250,11 @@ mod tests {
             "198.51.100.7, 10.1.2.3, 10.9.9.9, 10.0.0.5"
         );
         assert_eq!(up.headers["x-real-ip"], "198.51.100.7");
+        assert!(up.headers.get("forwarded").is_none(), "never passed on");
+        assert!(
+            up.headers.get("x-forwarded-host").is_none(),
+            "no host routed on: none sent"
+        );
     }
 
     #[test]

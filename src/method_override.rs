@@ -154,6 +154,11 @@ impl Routed<'_> {
     /// to another route: `Ok(None)` when none can (every method is served by this route, or
     /// the body is no form). A compressed form there is refused.
     pub fn body_scan(&self, req: &RequestHeader) -> Result<Option<BodyScan>, RequestError> {
+        // No type and not a POST: no form, whichever route the method goes to (the common
+        // case, decided without a route lookup).
+        if req.method != Method::POST && !req.headers.contains_key(header::CONTENT_TYPE) {
+            return Ok(None);
+        }
         if self
             .routes
             .same_route_for_every_method(self.host, self.path, self.index)

@@ -212,12 +212,19 @@ impl ProxyHttp for Gate {
                 .saturating_duration_since(s)
         });
         let auth = ctx.decided.auth.map_or("none", Auth::as_str);
-        self.metrics
-            .request(route_label.unwrap_or("none"), status, auth, took);
+        match (ctx.decided.route, route_label) {
+            (Some(index), Some(label)) => ctx.rt.series.route(&self.metrics, index, label).request(
+                &self.metrics,
+                status,
+                auth,
+                took,
+            ),
+            _ => self.metrics.request("none", status, auth, took),
+        }
         if let (Some(upstream), Some(d)) = (route.and_then(|r| r.upstream), upstream_took) {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[ctx.rt.pools[upstream].name.as_str()])
+            ctx.rt
+                .series
+                .upstream(&self.metrics, upstream, &ctx.rt.pools[upstream].name)
                 .observe(d.as_secs_f64());
         }
         if !self.access_log.enabled() {
@@ -300,11 +307,16 @@ impl ProxyHttp for Gate {
             }
         }
         // The upstream serves exactly the path the route matched, as origin-form...
-        let target = ctx
+        let decided = ctx
             .decided
-            .path_and_query()
+            .target
+            .as_ref()
             .expect("routed in request_filter");
-        if upstream.raw_path() != target.as_bytes() {
+        if !decided.is_origin_form(upstream.raw_path()) {
+            let target = ctx
+                .decided
+                .path_and_query()
+                .expect("routed in request_filter");
             let uri = target.parse().map_err(|_| {
                 fail(
                     ctx,
@@ -313,31 +325,29 @@ impl ProxyHttp for Gate {
             })?;
             upstream.set_uri(uri);
         }
-        // ...on the host it was matched on.
         let decided = ctx
             .decided
             .target
             .as_ref()
             .expect("routed in request_filter");
+        // ...on the host it was matched on.
         if let Some(authority) = &decided.authority {
             upstream.insert_header(header::HOST, authority.as_str())?;
         }
 
-        // The forwarding headers: the gate's view, or a trusted proxy's appended to.
-        let host = upstream
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned);
+        // The forwarding headers: the gate's view, or a trusted proxy's appended to. (A
+        // header value's clone shares its bytes.)
+        let host = upstream.headers.get(header::HOST).cloned();
         let https = ctx.client.as_ref().is_some_and(|c| c.https);
         if let Some(client) = &ctx.client {
-            client.write(upstream, host.as_deref());
+            client.write(upstream, host.as_ref());
         }
         upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
-        if let Some(active) = &ctx.active {
+        if let (Some(active), Some(_)) = (&ctx.active, &rt.assertions) {
+            let host = host.as_ref().and_then(|h| h.to_str().ok());
             let url = crate::assertion::request_url(
                 https,
-                host.as_deref().unwrap_or_default(),
+                host.unwrap_or_default(),
                 &decided.path.upstream,
             );
             let binding = Binding {

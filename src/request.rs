@@ -22,6 +22,21 @@ pub struct Target {
 }
 
 impl Target {
+    /// Whether `raw`, a request target, is already the origin form the upstream gets: the
+    /// canonical path and the query as the client sent it.
+    pub fn is_origin_form(&self, raw: &[u8]) -> bool {
+        let path = self.path.upstream.as_bytes();
+        match &self.query {
+            None => raw == path,
+            Some(q) => {
+                raw.len() == path.len() + 1 + q.len()
+                    && raw.starts_with(path)
+                    && raw[path.len()] == b'?'
+                    && raw.ends_with(q.as_bytes())
+            }
+        }
+    }
+
     /// Checks what the gate routes on and returns it canonical; `None` for `OPTIONS *`.
     pub fn read(
         req: &RequestHeader,
@@ -67,5 +82,34 @@ impl Target {
             authority: authority.map(str::to_owned),
             host,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str, query: Option<&str>) -> Target {
+        Target {
+            path: NormalPath {
+                matched: path.into(),
+                upstream: path.into(),
+            },
+            query: query.map(Into::into),
+            authority: None,
+            host: None,
+        }
+    }
+
+    #[test]
+    fn origin_form_is_the_canonical_path_and_the_query_as_sent() {
+        assert!(target("/a/b", None).is_origin_form(b"/a/b"));
+        assert!(!target("/a/b", None).is_origin_form(b"/a//b"));
+        assert!(!target("/a/b", None).is_origin_form(b"/a/b?"));
+        assert!(target("/a/b", Some("x=1")).is_origin_form(b"/a/b?x=1"));
+        assert!(target("/a/b", Some("")).is_origin_form(b"/a/b?"));
+        assert!(!target("/a/b", Some("x=1")).is_origin_form(b"/a/b/?x=1"));
+        assert!(!target("/a/b", Some("x=1")).is_origin_form(b"/a/bx?x=1"));
+        assert!(!target("/a/b", Some("x=1")).is_origin_form(b"http://h/a/b?x=1"));
     }
 }
