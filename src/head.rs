@@ -27,11 +27,12 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::prelude::timeout;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::connections::{ConnectionLimits, Connections, H2Watch};
@@ -334,10 +335,12 @@ enum Scan {
 
 /// Whether `buf` starts with a whole head, parsed as Pingora parses it (httparse).
 fn scan(buf: &[u8], max_headers: usize) -> Scan {
-    let mut headers = [httparse::EMPTY_HEADER; PINGORA_MAX_HEADERS];
+    // httparse fills the slots it uses: nothing is written to the rest (8 KiB per head).
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; PINGORA_MAX_HEADERS];
     let max = max_headers.min(PINGORA_MAX_HEADERS);
-    let mut req = httparse::Request::new(&mut headers[..max]);
-    match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut headers[..max]) {
         Ok(httparse::Status::Complete(head)) => Scan::Complete(request_length(head, req.headers)),
         Ok(httparse::Status::Partial) => Scan::Partial,
         Err(httparse::Error::TooManyHeaders) => Scan::TooManyHeaders,
