@@ -74,12 +74,21 @@ pub fn drive(
     connections: usize,
     length: Duration,
 ) -> LoadStats {
+    drive_as(rt, target, None, connections, length)
+}
+
+/// [`drive`], with `host` as the `Host` header (else `127.0.0.1:<port>`): a host route.
+pub fn drive_as(
+    rt: &tokio::runtime::Runtime,
+    target: &Target,
+    host: Option<&str>,
+    connections: usize,
+    length: Duration,
+) -> LoadStats {
     let addr: SocketAddr = ([127, 0, 0, 1], target.port).into();
+    let host = host.map_or_else(|| format!("127.0.0.1:{}", target.port), str::to_string);
     let mut headers = vec![
-        (
-            header::HOST,
-            HeaderValue::from_str(&format!("127.0.0.1:{}", target.port)).unwrap(),
-        ),
+        (header::HOST, HeaderValue::from_str(&host).unwrap()),
         (
             header::USER_AGENT,
             HeaderValue::from_static("sessiongate-load/1"),

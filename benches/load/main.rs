@@ -28,6 +28,9 @@
 //! | `fa-nginx` | nginx (1 worker) with `auth_request`, configured by contrib/nginx/ as users copy it, asking the gate's `[forward_auth]` `/auth/request` (cache on, as `auth-cache`) about each request and proxying to the upstream (only when `nginx` is on PATH) |
 //! | `fa-nginx-nocache` | the same, the gate's cache off (as `auth-nocache`) |
 //! | `fa-express` | the same nginx asking an express-session + connect-redis checker instead (benches/peer/ with `PEER_MODE=auth-request`: 200 with `X-User`, or 401) |
+//! | `curve-routes` | growth curve: a gate with 10, 100, 1,000 and 10,000 tenant routes (host and prefix routes, public), load on a host route in the middle of the table; target: each count within 5 % of the 10-route throughput (see `curves`) |
+//! | `curve-sessions` | growth curve: 1,000 to 1,000,000 sessions in Redis, each request the next in turn, cache on and off; throughput, the cache's bytes per session (admin `/metrics`), the gate's RSS |
+//! | `curve-size` | growth curve: sessions of about 200 bytes and 4 KiB of JSON, cache on and off; throughput, p50, p99 |
 //!
 //! Every authenticated row is checked first: no cookie gets 401, the cookie gets 200 and the
 //! upstream saw `X-User: alice` (a forged `X-User` is replaced); the assertion rows also that
@@ -39,12 +42,15 @@
 //!
 //! Results: a table on stdout, `benches/results/load.md` and `benches/results/load.svg`, and
 //! the targets with their measured ratios (and `public / bare Pingora`, a ratio with no
-//! target).
+//! target). The `curve-*` rows write `benches/results/curves.md` (a section per curve, which
+//! a run of other curves keeps) and `curve-routes.svg`, `curve-sessions.svg`,
+//! `curve-size.svg`; a run of only `curve-*` rows leaves load.md as it was.
 //!
 //! The modules: `opts` (the environment), `processes` (Redis, the upstream, the release builds,
 //! the gate, the pass-through, nginx, the express peer; all through the test kit's process
 //! guard), `probe` (set-up and correctness checks, the invalidation delay), `driver` (the
-//! load generator), `report` and `targets` (table, load.md, targets), `chart` (load.svg).
+//! load generator), `report` and `targets` (table, load.md, targets), `chart` (load.svg),
+//! `curves` (the growth curves, curves.md and their charts).
 //!
 //! Environment (all optional):
 //!
@@ -52,6 +58,8 @@
 //!   `BENCH_CONNECTIONS` (32), `BENCH_CLIENT_THREADS` load generator threads (1);
 //! - `BENCH_ROWS` a comma list of the rows above (all);
 //! - `BENCH_WORKING_SET` sessions in the working-set rows (100000);
+//! - `BENCH_CURVE_DURATION` measured seconds (5) and `BENCH_CURVE_WARMUP` warm-up seconds (1)
+//!   per point of the `curve-*` rows;
 //! - `BENCH_ROLLING=0` runs the gate and the peer with `rolling` off (touch only, no
 //!   `Set-Cookie` on every response), to see what the rolling cookie costs;
 //! - `BENCH_OUT` where to write load.md and load.svg (benches/results);
@@ -60,6 +68,7 @@
 //! - `BENCH_TIME_LIMIT` seconds the bench may run after the build before it gives up (900).
 
 mod chart;
+mod curves;
 mod driver;
 mod opts;
 mod probe;
@@ -481,6 +490,10 @@ fn run(opts: &Opts) {
     } else {
         String::new()
     };
+    // The growth curves (curves.md and curve-*.svg).
+    if curves::KEYS.iter().any(|k| opts.wants(k)) {
+        curves::run(&mut ctx, &spec, &cookie);
+    }
     drop(upstream);
 
     report(opts, &rows, &invalidation);

@@ -15,6 +15,9 @@ pub struct Opts {
     pub time_limit: Duration,
     /// Sessions in the working-set rows.
     pub working_set: usize,
+    /// Measured seconds and warm-up seconds per point of the growth curves (`curve-*`).
+    pub curve_duration: Duration,
+    pub curve_warmup: Duration,
 }
 
 pub const ALL_ROWS: &[&str] = &[
@@ -39,6 +42,9 @@ pub const ALL_ROWS: &[&str] = &[
     "fa-nginx-nocache",
     "fa-express",
     "invalidation",
+    "curve-routes",
+    "curve-sessions",
+    "curve-size",
 ];
 
 impl Opts {
@@ -79,6 +85,8 @@ impl Opts {
                 .unwrap_or_else(|| bench_dir().join("results")),
             time_limit: Duration::from_secs(num("BENCH_TIME_LIMIT", 900)),
             working_set: num("BENCH_WORKING_SET", 100_000).max(1) as usize,
+            curve_duration: Duration::from_secs(num("BENCH_CURVE_DURATION", 5).max(1)),
+            curve_warmup: Duration::from_secs(num("BENCH_CURVE_WARMUP", 1)),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::USER;
 pub struct Probe {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Probe {
@@ -34,7 +35,11 @@ pub fn probe(
 ) -> std::io::Result<Probe> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    // `Host: 127.0.0.1:<port>` unless the caller names one (a host route).
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        let _ = write!(req, "Host: 127.0.0.1:{port}\r\n");
+    }
     for (k, v) in headers {
         let _ = write!(req, "{k}: {v}\r\n");
     }
@@ -58,9 +63,13 @@ pub fn probe(
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let mut rest = Vec::new();
-    let _ = r.read_to_end(&mut rest);
-    Ok(Probe { status, headers })
+    let mut body = Vec::new();
+    let _ = r.read_to_end(&mut body);
+    Ok(Probe {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Waits until `path` answers 200 (a proxy's health checks have found the upstream).

@@ -255,7 +255,7 @@ impl StoreAt<'_> {
     }
 }
 
-fn gate_config(
+pub fn gate_config(
     port: u16,
     store: StoreAt<'_>,
     upstream: u16,

@@ -63,7 +63,7 @@ pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn machine(opts: &Opts) -> Vec<(String, String)> {
+pub fn machine(opts: &Opts) -> Vec<(String, String)> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -167,6 +167,11 @@ const ROW_NOTES: &[(&str, &str)] = &[
 ];
 
 pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
+    if rows.is_empty() && invalidation.is_empty() {
+        // Only the growth curves ran (curves.md): the table's results stay as they were.
+        println!("\nno row of load.md was run: it is left as it was");
+        return;
+    }
     let verdicts = targets(rows);
     let public_rps = rows.iter().find(|r| r.key == "public").and_then(Row::rps);
 
@@ -282,7 +287,9 @@ pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
          ## Cache invalidation\n\n{invalidation}\n\n\
          ## Targets\n\n{verdict_md}\n\
          ## Machine\n\n{machine_md}\n\
-         ![req/s per row](load.svg)\n"
+         ![req/s per row](load.svg)\n\n\
+         Growth curves (routes, sessions, idle connections, session size; rows `curve-*`): \
+         [curves.md](curves.md).\n"
     );
     std::fs::create_dir_all(&opts.out).expect("create the results directory");
     let md_path = opts.out.join("load.md");

@@ -78,27 +78,49 @@ impl Mix {
 /// Writes `n` sessions into Redis and returns their cookies (`connect.sid=…`).
 pub fn seed(redis: &mut BenchRedis, n: usize) -> Arc<Vec<HeaderValue>> {
     eprintln!("load bench: writing {n} sessions into Redis for the working-set rows ...");
-    let signer = Signer::new(&[SECRET.as_bytes().to_vec()]);
-    let now = std::time::SystemTime::now()
+    let now = now_ms();
+    seed_sessions(redis, "ws", n, |i| small_session(i, now))
+}
+
+/// The working set's session: about 200 bytes of JSON, as a gate's login writes it.
+pub fn small_session(i: usize, now: u64) -> String {
+    serde_json::json!({
+        "cookie": {"originalMaxAge": 1_800_000, "expires": "2030-01-01T00:00:00.000Z",
+                   "httpOnly": true, "path": "/", "sameSite": "lax"},
+        "user": format!("user{i}"),
+        "roles": ["reader"],
+        "sessiongate": {"created": now}
+    })
+    .to_string()
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64;
+        .as_millis() as u64
+}
+
+/// Writes `n` sessions (`json(i)`, ids `<id_prefix>000…i`, 32 characters as express-session
+/// makes them) into Redis, 10 000 to a pipeline, and returns their cookies (`connect.sid=…`).
+pub fn seed_sessions(
+    redis: &mut BenchRedis,
+    id_prefix: &str,
+    n: usize,
+    json: impl Fn(usize) -> String,
+) -> Arc<Vec<HeaderValue>> {
+    let signer = Signer::new(&[SECRET.as_bytes().to_vec()]);
+    let width = 32usize.saturating_sub(id_prefix.len());
     let mut cookies = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+    let mut start = 0;
+    while start < n {
+        let end = n.min(start + 10_000);
         let mut pipe = redis::pipe();
-        for i in chunk {
-            let sid = format!("ws{i:0>30}");
-            let json = serde_json::json!({
-                "cookie": {"originalMaxAge": 1_800_000, "expires": "2030-01-01T00:00:00.000Z",
-                           "httpOnly": true, "path": "/", "sameSite": "lax"},
-                "user": format!("user{i}"),
-                "roles": ["reader"],
-                "sessiongate": {"created": now}
-            })
-            .to_string();
+        for i in start..end {
+            let sid = format!("{id_prefix}{i:0>width$}");
             pipe.cmd("SET")
                 .arg(format!("sess:{sid}"))
-                .arg(json)
+                .arg(json(i))
                 .arg("EX")
                 .arg(1800)
                 .ignore();
@@ -106,6 +128,7 @@ pub fn seed(redis: &mut BenchRedis, n: usize) -> Arc<Vec<HeaderValue>> {
             cookies.push(HeaderValue::from_str(&cookie).unwrap());
         }
         pipe.query::<()>(&mut redis.con).expect("seed sessions");
+        start = end;
     }
     Arc::new(cookies)
 }
