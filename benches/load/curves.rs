@@ -9,6 +9,9 @@
 //!   request the next one in turn, cache on and off: throughput, the cache's bytes per
 //!   session (`sessiongate_cache_bytes` / `sessiongate_cache_entries` from the admin
 //!   listener's `/metrics`) and the gate's RSS.
+//! - `curve-connections`: 0, 100, 1,000 and 10,000 idle keep-alive connections (each answered
+//!   once on a public route, then silent) beside the usual active connections (cache on):
+//!   the RSS each idle connection costs, and the active throughput and p99 with them open.
 //! - `curve-size`: sessions of about 200 bytes and about 4 KiB of JSON (the same cookie),
 //!   cache on and off: throughput, p50 and p99.
 //!
@@ -17,6 +20,8 @@
 //! `BENCH_CURVE_WARMUP` (1 s) and then `BENCH_CURVE_DURATION` (5 s) seconds.
 
 mod chart;
+mod connections;
+mod idle;
 mod routes;
 mod sessions;
 mod size;
@@ -37,13 +42,18 @@ use crate::report::machine;
 use crate::SECRET;
 
 /// The row keys, in the order their sections appear in curves.md.
-pub const KEYS: [&str; 3] = ["curve-routes", "curve-sessions", "curve-size"];
+pub const KEYS: [&str; 4] = [
+    "curve-routes",
+    "curve-sessions",
+    "curve-connections",
+    "curve-size",
+];
 
 const ADMIN_TOKEN_ENV: &str = "SG_BENCH_ADMIN_TOKEN";
 const ADMIN_TOKEN: &str = "bench-admin-token-5f2c9e1a7b3d4c60";
 
 /// Runs the curves `ctx.opts` asks for and writes their sections and charts.
-pub fn run(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, _cookie: &str) {
+pub fn run(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) {
     std::fs::create_dir_all(&ctx.opts.out).expect("create the results directory");
     let mut sections = Vec::new();
     for key in KEYS {
@@ -55,6 +65,7 @@ pub fn run(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, _cookie: &str) {
         let mut md = match key {
             "curve-routes" => routes::routes(ctx, spec),
             "curve-sessions" => sessions::sessions(ctx, spec),
+            "curve-connections" => connections::connections(ctx, spec, cookie),
             _ => size::size(ctx, spec),
         };
         let _ = write!(

@@ -30,6 +30,7 @@
 //! | `fa-express` | the same nginx asking an express-session + connect-redis checker instead (benches/peer/ with `PEER_MODE=auth-request`: 200 with `X-User`, or 401) |
 //! | `curve-routes` | growth curve: a gate with 10, 100, 1,000 and 10,000 tenant routes (host and prefix routes, public), load on a host route in the middle of the table; target: each count within 5 % of the 10-route throughput (see `curves`) |
 //! | `curve-sessions` | growth curve: 1,000 to 1,000,000 sessions in Redis, each request the next in turn, cache on and off; throughput, the cache's bytes per session (admin `/metrics`), the gate's RSS |
+//! | `curve-connections` | growth curve: 0, 100, 1,000 and 10,000 idle keep-alive connections beside the active ones; RSS per idle connection, active throughput and p99 |
 //! | `curve-size` | growth curve: sessions of about 200 bytes and 4 KiB of JSON, cache on and off; throughput, p50, p99 |
 //!
 //! Every authenticated row is checked first: no cookie gets 401, the cookie gets 200 and the
@@ -44,7 +45,8 @@
 //! the targets with their measured ratios (and `public / bare Pingora`, a ratio with no
 //! target). The `curve-*` rows write `benches/results/curves.md` (a section per curve, which
 //! a run of other curves keeps) and `curve-routes.svg`, `curve-sessions.svg`,
-//! `curve-size.svg`; a run of only `curve-*` rows leaves load.md as it was.
+//! `curve-connections.svg`, `curve-size.svg`; a run of only `curve-*` rows leaves load.md as
+//! it was.
 //!
 //! The modules: `opts` (the environment), `processes` (Redis, the upstream, the release builds,
 //! the gate, the pass-through, nginx, the express peer; all through the test kit's process

@@ -44,6 +44,7 @@ pub const ALL_ROWS: &[&str] = &[
     "invalidation",
     "curve-routes",
     "curve-sessions",
+    "curve-connections",
     "curve-size",
 ];
 
