@@ -66,6 +66,9 @@ pub enum DirectiveError {
 /// Removes the gate's headers from a response without reading them (a route that may not
 /// send directives); whether there were any.
 pub fn remove(resp: &mut ResponseHeader) -> bool {
+    if !present(resp) {
+        return false;
+    }
     let mut any = false;
     for h in HEADERS {
         any |= resp.remove_header(*h).is_some();
@@ -73,11 +76,20 @@ pub fn remove(resp: &mut ResponseHeader) -> bool {
     any
 }
 
+/// Whether the response has any of the gate's headers: one pass over its names (stored in
+/// lower case), most of which do not even share the prefix.
+fn present(resp: &ResponseHeader) -> bool {
+    resp.headers.keys().any(|name| {
+        let name = name.as_str();
+        name.starts_with("x-session-") && HEADERS.contains(&name)
+    })
+}
+
 /// Removes the gate's headers from an upstream response and reads them into one action.
 /// `Ok(None)` when there were none (or they asked for nothing). Every header is checked,
 /// even one that precedence makes moot: a malformed directive is an upstream bug to surface.
 pub fn take(resp: &mut ResponseHeader) -> Result<Option<Action>, DirectiveError> {
-    if !HEADERS.iter().any(|h| resp.headers.contains_key(*h)) {
+    if !present(resp) {
         return Ok(None);
     }
     let mut taken: Vec<(&'static str, Vec<u8>)> = Vec::new();
@@ -184,6 +196,23 @@ mod tests {
             take(&mut resp(&[("X-Session-Regenerate", "0")])).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn remove_takes_every_directive_and_nothing_else() {
+        // The one-pass check reads the shared prefix first.
+        assert!(HEADERS.iter().all(|h| h.starts_with("x-session-")));
+        let mut r = resp(&[("X-Other", "kept"), ("X-Session", "kept too")]);
+        assert!(!remove(&mut r));
+        assert_eq!(r.headers.len(), 2);
+        let mut r = resp(&[
+            ("X-Other", "kept"),
+            ("x-session-TOKEN", "t"),
+            ("X-Session-Destroy", "1"),
+        ]);
+        assert!(remove(&mut r));
+        let left: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-other"]);
     }
 
     #[test]

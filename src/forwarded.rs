@@ -54,6 +54,28 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An address as text. IPv4 is written digit by digit: every request writes its client's
+/// address, and `Display` through the formatting machinery costs several times as much.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
+}
+
 /// What the gate knows about the client of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientView {
@@ -89,7 +111,7 @@ impl ClientView {
             return ClientView {
                 ip: Some(peer),
                 https: tls,
-                forwarded_for: Some(peer.to_string()),
+                forwarded_for: Some(ip_text(peer)),
                 ip_is_chain: true,
             };
         }
@@ -130,7 +152,7 @@ impl ClientView {
         if !forwarded_for.is_empty() {
             forwarded_for.push_str(", ");
         }
-        forwarded_for.push_str(&peer.to_string());
+        forwarded_for.push_str(&ip_text(peer));
         ClientView {
             ip: Some(ip),
             https: tls || proto_https,
@@ -156,7 +178,7 @@ impl ClientView {
         let real_ip = match self.ip {
             // An untrusted peer is the client and the whole chain: one text for both.
             Some(_) if self.ip_is_chain => forwarded_for.clone(),
-            Some(ip) => http::HeaderValue::from_str(&ip.to_string()).ok(),
+            Some(ip) => http::HeaderValue::from_str(&ip_text(ip)).ok(),
             None => None,
         };
         match forwarded_for {
@@ -203,6 +225,26 @@ mod tests {
             "10.0.0.0/8".parse().unwrap(),
             "127.0.0.1/32".parse().unwrap(),
         ])
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "100.9.99.200",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::from([n, 255 - n, n / 2, n % 10]);
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]

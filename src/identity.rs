@@ -24,7 +24,7 @@
 //! both read as `42`, as they name one user in the per-user index.
 
 use http::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{IntoCaseHeaderName, RequestHeader};
 use serde_json::Value;
 
 use crate::record::SessionRecord;
@@ -90,7 +90,8 @@ pub struct Identity {
     /// Bit `n` set: some stripped name is `n` bytes long (most header names are not, and
     /// need no lookup at all).
     lengths: u64,
-    inject: Vec<(HeaderName, String)>,
+    /// Injected header, its name as written upstream, JSON pointer into the session.
+    inject: Vec<(HeaderName, bytes::Bytes, String)>,
 }
 
 impl Identity {
@@ -141,7 +142,15 @@ impl Identity {
         Self {
             strip,
             lengths,
-            inject: settings.headers.clone(),
+            inject: settings
+                .headers
+                .iter()
+                .map(|(name, pointer)| {
+                    let spelled = name.clone().into_case_header_name();
+                    let spelled = bytes::Bytes::copy_from_slice(spelled.as_slice());
+                    (name.clone(), spelled, pointer.clone())
+                })
+                .collect(),
         }
     }
 
@@ -188,10 +197,15 @@ impl Identity {
     /// Adds the configured headers from the session, encoded (see the module's comment).
     /// Returns how many values could not be represented and were not sent (each logged).
     pub fn inject(&self, session: &SessionRecord, req: &mut RequestHeader) -> usize {
-        let (values, refused) = self.values(Some(session));
-        for (name, value) in values {
-            if let Some(value) = value {
-                let _ = req.insert_header(name.clone(), value);
+        let mut refused = 0;
+        for (name, spelled, pointer) in &self.inject {
+            match value(name, pointer, Some(session)) {
+                // The name as written on the wire, made at start-up: a reference count here.
+                Ok(Some(value)) => {
+                    let _ = req.insert_header(spelled.clone(), value);
+                }
+                Ok(None) => {}
+                Err(()) => refused += 1,
             }
         }
         refused
@@ -208,25 +222,39 @@ impl Identity {
         let values = self
             .inject
             .iter()
-            .map(|(name, pointer)| {
-                let value = match session.and_then(|s| s.pointer(pointer)) {
-                    None | Some(Value::Null) => return (name, None),
-                    Some(v) => v,
-                };
-                match render(value) {
-                    Ok(text) => (
-                        name,
-                        Some(HeaderValue::from_str(&text).expect("encoded as visible ASCII")),
-                    ),
-                    Err(why) => {
-                        refused += 1;
-                        tracing::warn!(header = %name, reason = why.0, "session value cannot be sent as an identity header; header not sent");
-                        (name, None)
-                    }
+            .map(|(name, _, pointer)| match value(name, pointer, session) {
+                Ok(v) => (name, v),
+                Err(()) => {
+                    refused += 1;
+                    (name, None)
                 }
             })
             .collect();
         (values, refused)
+    }
+}
+
+/// The session's value at `pointer` as the value of header `name`: `None` where it has none,
+/// `Err` where it cannot be sent (logged).
+fn value(
+    name: &HeaderName,
+    pointer: &str,
+    session: Option<&SessionRecord>,
+) -> Result<Option<HeaderValue>, ()> {
+    let value = match session.and_then(|s| s.pointer(pointer)) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    match render(value) {
+        // The rendered text becomes the value's bytes, uncopied.
+        Ok(text) => Ok(Some(
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+                .expect("encoded as visible ASCII"),
+        )),
+        Err(why) => {
+            tracing::warn!(header = %name, reason = why.0, "session value cannot be sent as an identity header; header not sent");
+            Err(())
+        }
     }
 }
 
