@@ -53,6 +53,18 @@ pub struct Target {
     pub mix: Option<Mix>,
 }
 
+impl Target {
+    /// `/public/data` on `port`, without a session.
+    pub fn public(port: u16) -> Self {
+        Target {
+            port,
+            path: "/public/data",
+            cookie: None,
+            mix: None,
+        }
+    }
+}
+
 pub fn client_runtime(threads: usize) -> tokio::runtime::Runtime {
     if threads == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -14,7 +14,8 @@
 //! | `upstream` | the upstream directly: the ceiling of this machine and load generator |
 //! | `nginx` | nginx plain `proxy_pass`, 1 worker, keep-alive upstream (only when `nginx` is on PATH) |
 //! | `pingora` | a bare Pingora pass-through (`pingora_passthrough.rs`): a `ProxyHttp` that forwards every request to the upstream, no routing, no sessions; built and run like the gate (release profile, `threads = 1`): the limit the public route is measured against |
-//! | `public` | the gate on a `public` route: no session work, the gate's bare-proxy limit (set against `pingora`) |
+//! | `public` | the gate on a `public` route: no session work, the gate's bare-proxy limit (set against `pingora`), metrics on and the access log off (the defaults) |
+//! | `public-log` | the same with `[log] access = "json"` (the lines go to the gate's log file) |
 //! | `auth-nocache` | the gate on a `required` route, `[cache] enabled = false`: verify + one Redis round trip (read + touch) per request |
 //! | `auth-cache` | the same with `[cache] enabled = true` (`touch_interval = "60s"`) |
 //! | `assert-cached` | `auth-cache` with `[identity.assertion]` (ES256 key, `bind_request = false`): the token is signed once per session and audience and reused from its cache |
@@ -32,6 +33,10 @@
 //! | `curve-sessions` | growth curve: 1,000 to 1,000,000 sessions in Redis, each request the next in turn, cache on and off; throughput, the cache's bytes per session (admin `/metrics`), the gate's RSS |
 //! | `curve-connections` | growth curve: 0, 100, 1,000 and 10,000 idle keep-alive connections beside the active ones; RSS per idle connection, active throughput and p99 |
 //! | `curve-size` | growth curve: sessions of about 200 bytes and 4 KiB of JSON, cache on and off; throughput, p50, p99 |
+//!
+//! `pingora`, `public`, `public-log`, `auth-nocache` and `auth-cache` are the head-to-head
+//! rows: their servers are all started first, then measured in `BENCH_ROUNDS` interleaved
+//! rounds, and each row's req/s and p99 are the medians of its rounds (`rounds`).
 //!
 //! Every authenticated row is checked first: no cookie gets 401, the cookie gets 200 and the
 //! upstream saw `X-User: alice` (a forged `X-User` is replaced); the assertion rows also that
@@ -51,7 +56,8 @@
 //! The modules: `opts` (the environment), `processes` (Redis, the upstream, the release builds,
 //! the gate, the pass-through, nginx, the express peer; all through the test kit's process
 //! guard), `probe` (set-up and correctness checks, the invalidation delay), `driver` (the
-//! load generator), `report` and `targets` (table, load.md, targets), `chart` (load.svg),
+//! load generator), `rounds` (the head-to-head rows' interleaved rounds), `report` and
+//! `targets` (table, load.md, targets), `chart` (load.svg),
 //! `curves` (the growth curves, curves.md and their charts).
 //!
 //! Environment (all optional):
@@ -60,6 +66,7 @@
 //!   `BENCH_CONNECTIONS` (32), `BENCH_CLIENT_THREADS` load generator threads (1);
 //! - `BENCH_ROWS` a comma list of the rows above (all);
 //! - `BENCH_WORKING_SET` sessions in the working-set rows (100000);
+//! - `BENCH_ROUNDS` interleaved rounds of the head-to-head rows (3);
 //! - `BENCH_CURVE_DURATION` measured seconds (5) and `BENCH_CURVE_WARMUP` warm-up seconds (1)
 //!   per point of the `curve-*` rows;
 //! - `BENCH_ROLLING=0` runs the gate and the peer with `rolling` off (touch only, no
@@ -76,6 +83,7 @@ mod opts;
 mod probe;
 mod processes;
 mod report;
+mod rounds;
 mod targets;
 mod workset;
 
@@ -91,6 +99,7 @@ use processes::{
     PeerMode, StoreAt,
 };
 use report::{report, Row};
+use rounds::Contender;
 use sessiongate_testkit::on_path;
 
 const SECRET: &str = "bench-secret-7d1c4f0e9a2b45d6b8e3c1f0a9d8e7b6";
@@ -192,70 +201,79 @@ fn run(opts: &Opts) {
         rows.push(row);
     }
 
-    let mut row = Row::new("pingora", "bare Pingora pass-through");
+    // The head-to-head rows: every server up at once, measured in interleaved rounds.
+    let mut contenders = Vec::new();
     if let Some(bin) = &passthrough_bin {
-        let (mut proxy, port) = start_passthrough(bin, upstream_port);
-        let p = probe(port, "GET", "/public/data", &[]).unwrap();
-        assert_eq!(p.status, 200);
-        let target = Target {
-            port,
-            path: "/public/data",
-            cookie: None,
-            mix: None,
-        };
-        ctx.measure(&mut row, &target, Some(&proxy));
-        proxy.assert_running();
-        rows.push(row);
+        let (server, port) = start_passthrough(bin, upstream_port);
+        contenders.push(Contender {
+            row: Row::new("pingora", "bare Pingora pass-through"),
+            target: Target::public(port),
+            server,
+            check: Box::new(|t: &Target| {
+                assert_eq!(
+                    probe(t.port, "GET", "/public/data", &[]).unwrap().status,
+                    200
+                )
+            }),
+        });
     }
-
-    let mut row = Row::new("public", "gate, public route");
-    if opts.wants(row.key) {
-        let (mut gate, port) = start_gate(&spec, "gate-public", Cache::On);
-        let p = probe(
-            port,
-            "GET",
-            "/public/data",
-            &[("X-User", "mallory"), ("x_user", "m")],
-        )
-        .unwrap();
-        assert_eq!(p.status, 200);
-        assert_eq!(
-            p.header("x-seen-user"),
-            None,
-            "client identity headers are stripped"
-        );
-        let target = Target {
-            port,
-            path: "/public/data",
-            cookie: None,
-            mix: None,
-        };
-        ctx.measure(&mut row, &target, Some(&gate));
-        gate.assert_running();
-        rows.push(row);
+    for (key, label, log) in [
+        ("public", "gate, public route", ""),
+        (
+            "public-log",
+            "gate, public route, access log on",
+            "\n[log]\naccess = \"json\"\n",
+        ),
+    ] {
+        if !opts.wants(key) {
+            continue;
+        }
+        let (server, port) = start_gate_with(&spec, &format!("gate-{key}"), Cache::On, log);
+        contenders.push(Contender {
+            row: Row::new(key, label),
+            target: Target::public(port),
+            server,
+            check: Box::new(|t: &Target| {
+                let p = probe(
+                    t.port,
+                    "GET",
+                    "/public/data",
+                    &[("X-User", "mallory"), ("x_user", "m")],
+                )
+                .unwrap();
+                assert_eq!(p.status, 200);
+                assert_eq!(
+                    p.header("x-seen-user"),
+                    None,
+                    "client identity headers are stripped"
+                );
+            }),
+        });
     }
-
     for (key, label, cache) in [
         ("auth-nocache", "gate, auth, cache off", Cache::Off),
         ("auth-cache", "gate, auth, cache on", Cache::On),
     ] {
-        let mut row = Row::new(key, label);
         if !opts.wants(key) {
             continue;
         }
-        let (mut gate, port) = start_gate(&spec, &format!("gate-{key}"), cache);
-        check_authenticates(label, port, &cookie);
-        let target = Target {
-            port,
-            path: "/api/data",
-            cookie: Some(cookie.clone()),
-            mix: None,
-        };
-        ctx.measure(&mut row, &target, Some(&gate));
-        gate.assert_running();
-        check_authenticates(label, port, &cookie);
-        rows.push(row);
+        let (server, port) = start_gate(&spec, &format!("gate-{key}"), cache);
+        let cookie_for_check = cookie.clone();
+        contenders.push(Contender {
+            row: Row::new(key, label),
+            target: Target {
+                port,
+                path: "/api/data",
+                cookie: Some(cookie.clone()),
+                mix: None,
+            },
+            server,
+            check: Box::new(move |t: &Target| {
+                check_authenticates(label, t.port, &cookie_for_check)
+            }),
+        });
     }
+    rows.extend(rounds::interleaved(&mut ctx, contenders, opts.rounds));
 
     for (key, label, alg, bind) in [
         (

@@ -15,6 +15,8 @@ pub struct Opts {
     pub time_limit: Duration,
     /// Sessions in the working-set rows.
     pub working_set: usize,
+    /// Interleaved rounds of the head-to-head rows ([`crate::rounds`]).
+    pub rounds: usize,
     /// Measured seconds and warm-up seconds per point of the growth curves (`curve-*`).
     pub curve_duration: Duration,
     pub curve_warmup: Duration,
@@ -25,6 +27,7 @@ pub const ALL_ROWS: &[&str] = &[
     "nginx",
     "pingora",
     "public",
+    "public-log",
     "auth-nocache",
     "auth-cache",
     "assert-cached",
@@ -86,6 +89,7 @@ impl Opts {
                 .unwrap_or_else(|| bench_dir().join("results")),
             time_limit: Duration::from_secs(num("BENCH_TIME_LIMIT", 900)),
             working_set: num("BENCH_WORKING_SET", 100_000).max(1) as usize,
+            rounds: num("BENCH_ROUNDS", 3).max(1) as usize,
             curve_duration: Duration::from_secs(num("BENCH_CURVE_DURATION", 5).max(1)),
             curve_warmup: Duration::from_secs(num("BENCH_CURVE_WARMUP", 1)),
         }

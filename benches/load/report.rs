@@ -9,6 +9,7 @@ use sessiongate_testkit::{on_path, Redis};
 use crate::chart::chart;
 use crate::driver::LoadStats;
 use crate::opts::Opts;
+use crate::rounds::median;
 use crate::targets::targets;
 
 pub struct Row {
@@ -21,6 +22,9 @@ pub struct Row {
     pub rss_kib: Option<u64>,
     /// Why the row has no numbers.
     pub skipped: Option<String>,
+    /// Throughput and p99 of each interleaved round ([`crate::rounds`]); empty for a row
+    /// measured once.
+    pub rounds: Vec<(f64, f64)>,
 }
 
 impl Row {
@@ -32,12 +36,21 @@ impl Row {
             redis: None,
             rss_kib: None,
             skipped: None,
+            rounds: Vec::new(),
         }
     }
+    /// Requests per second: the median of the rounds where there were rounds.
     pub fn rps(&self) -> Option<f64> {
+        if !self.rounds.is_empty() {
+            return median(self.rounds.iter().map(|r| r.0));
+        }
         self.stats.as_ref().map(|s| s.req_per_sec())
     }
+    /// p99 in milliseconds: the median of the rounds where there were rounds.
     pub fn p99(&self) -> Option<f64> {
+        if !self.rounds.is_empty() {
+            return median(self.rounds.iter().map(|r| r.1));
+        }
         self.stats.as_ref().map(|s| s.quantile_ms(0.99))
     }
 }
@@ -190,15 +203,18 @@ pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
                     table,
                     "| {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
                     r.label,
-                    fmt_int(s.req_per_sec()),
+                    fmt_int(r.rps().unwrap_or(0.0)),
                     s.quantile_ms(0.50),
-                    s.quantile_ms(0.99),
+                    r.p99().unwrap_or(0.0),
                     s.quantile_ms(0.999),
                     s.non_2xx,
                     s.transport_errors,
                     redis,
                     r.rss_kib.map_or("—".into(), mib),
-                    public_rps.map_or("—".into(), |p| format!("{:.2}x", s.req_per_sec() / p)),
+                    public_rps.map_or("—".into(), |p| format!(
+                        "{:.2}x",
+                        r.rps().unwrap_or(0.0) / p
+                    )),
                 );
             }
             None => {
@@ -236,6 +252,22 @@ pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
         }
     }
 
+    let mut rounds_md = String::new();
+    for r in rows.iter().filter(|r| !r.rounds.is_empty()) {
+        let each: Vec<String> = r
+            .rounds
+            .iter()
+            .map(|(rps, p99)| format!("{} req/s, p99 {p99:.3} ms", fmt_int(*rps)))
+            .collect();
+        let _ = writeln!(rounds_md, "- {}: {}", r.label, each.join("; "));
+    }
+    if !rounds_md.is_empty() {
+        rounds_md = format!(
+            "Interleaved rounds (req/s and p99 of the head-to-head rows are the medians of these; \
+             every server up throughout, each round measuring each row in turn):\n\n{rounds_md}\n"
+        );
+    }
+
     let mut rows_md = String::new();
     for r in rows {
         if let Some((_, note)) = ROW_NOTES.iter().find(|(k, _)| *k == r.key) {
@@ -255,6 +287,7 @@ pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
 
     println!();
     println!("{table}");
+    print!("{rounds_md}");
     println!("Redis commands per request (INFO commandstats; script-internal calls included):");
     print!("{breakdown}");
     println!();
@@ -280,6 +313,7 @@ pub fn report(opts: &Opts, rows: &[Row], invalidation: &str) {
          `errors` are transport errors (refused or reset connections, 5 s timeouts); `non-2xx` \
          are answers other than 2xx. Latencies are closed-loop (one request in flight per \
          connection), like wrk's.\n\n\
+         {rounds_md}\
          {rows_md}\n\
          Redis commands per request (INFO commandstats before and after the measured window; \
          commands run inside Lua scripts count too, INFO itself does not):\n\n\

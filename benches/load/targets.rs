@@ -98,15 +98,31 @@ pub fn targets(rows: &[Row]) -> Vec<Verdict> {
         &|a, b| (rps(a) / rps(b), Some(rps(a) >= 0.6 * rps(b))),
         nginx_why,
     );
-    // No target: what the gate's routing, normalisation and header work costs on top of the
-    // Pingora it is built on.
-    ratio(
-        "public / bare Pingora pass-through (1 thread each)",
-        public,
-        pingora,
-        &|a, b| (rps(a) / rps(b), None),
-        "a row was not run",
-    );
+    // What the gate's routing, normalisation, header and metrics work costs on top of the
+    // Pingora it is built on: with the defaults (metrics on, access log off), and with the
+    // access log on.
+    for (key, what) in [
+        ("public", "public"),
+        ("public-log", "public, access log on,"),
+    ] {
+        if !rows.iter().any(|r| r.key == key) {
+            continue;
+        }
+        ratio(
+            &format!("{what} >= 0.95x bare Pingora pass-through throughput (1 thread each)"),
+            get(key),
+            pingora,
+            &|a, b| (rps(a) / rps(b), Some(rps(a) >= 0.95 * rps(b))),
+            "a row was not run",
+        );
+        ratio(
+            &format!("{what} p99 <= 1.1x bare Pingora pass-through p99"),
+            get(key),
+            pingora,
+            &|a, b| (p99(a) / p99(b), Some(p99(a) <= 1.1 * p99(b))),
+            "a row was not run",
+        );
+    }
     for (key, which) in [
         ("express", "keep-alive upstream agent"),
         ("express-defaults", "http-proxy-middleware defaults"),
