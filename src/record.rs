@@ -278,8 +278,13 @@ impl SessionRecord {
         let (first, tail) = rest
             .split_once('/')
             .map_or((rest, None), |(a, b)| (a, Some(b)));
-        let first = first.replace("~1", "/").replace("~0", "~");
-        let v = self.data.get(&first)?;
+        // Escapes are rare: a plain member name is looked up as it is, with no copy.
+        let v = if first.contains('~') {
+            self.data
+                .get(&first.replace("~1", "/").replace("~0", "~"))?
+        } else {
+            self.data.get(first)?
+        };
         match tail {
             None => Some(v),
             Some(t) => v.pointer(&format!("/{t}")),
@@ -497,6 +502,11 @@ mod tests {
         assert_eq!(s.ttl(Duration::from_secs(9)), Duration::from_secs(2));
         assert_eq!(s.pointer("/user"), Some(&Value::from("bob")));
         assert_eq!(s.pointer("/profile/a~1b"), Some(&Value::from(1)));
+        let escaped = SessionRecord::parse(r#"{"a/b":1,"x~y":2,"a~1b":3}"#).unwrap();
+        assert_eq!(escaped.pointer("/a~1b"), Some(&Value::from(1)));
+        assert_eq!(escaped.pointer("/x~0y"), Some(&Value::from(2)));
+        assert_eq!(escaped.pointer("/a~01b"), Some(&Value::from(3)));
+        assert_eq!(escaped.pointer("/a/b"), None);
         let a = s.cookie_attributes(&settings(None), false);
         assert_eq!(
             (a.path.as_str(), a.http_only, a.same_site),
