@@ -174,12 +174,15 @@ fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
     m.get(name).copied().unwrap_or(0.0)
 }
 
-/// One measured window and what changed in it.
+/// One measured window (or the sum of a point's slices) and what changed in it.
 struct Window {
     stats: LoadStats,
-    redis_per_req: f64,
+    /// Redis commands run in the window (INFO commandstats, script-internal ones included).
+    redis_calls: u64,
     hits: f64,
     misses: f64,
+    /// Requests per second of each slice, in the order they ran (one for [`measure`]).
+    slices: Vec<f64>,
 }
 
 impl Window {
@@ -192,9 +195,56 @@ impl Window {
     fn failures(&self) -> u64 {
         self.stats.non_2xx + self.stats.transport_errors
     }
+    fn redis_per_req(&self) -> f64 {
+        self.redis_calls as f64 / self.stats.requests().max(1) as f64
+    }
     fn hit_ratio(&self) -> Option<f64> {
         let n = self.hits + self.misses;
         (n > 0.0).then(|| self.hits / n)
+    }
+
+    /// Another slice of the same point.
+    fn add(&mut self, other: Window) {
+        let (a, b) = (&mut self.stats, other.stats);
+        a.ok += b.ok;
+        a.non_2xx += b.non_2xx;
+        a.transport_errors += b.transport_errors;
+        a.elapsed += b.elapsed;
+        if let (Some(h), Some(o)) = (a.hist.as_mut(), b.hist.as_ref()) {
+            h.add(o).expect("histograms of the same bounds");
+        }
+        self.redis_calls += other.redis_calls;
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.slices.extend(other.slices);
+    }
+
+    /// The median over the rounds of this point's throughput over `base`'s in the same round
+    /// (points measured together by [`measure_interleaved`]): a round that other work on the
+    /// machine slowed does not decide it.
+    fn median_ratio(&self, base: &Window) -> f64 {
+        let mut r: Vec<f64> = self
+            .slices
+            .iter()
+            .zip(&base.slices)
+            .map(|(a, b)| a / b)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        match r.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => r[n / 2],
+            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+        }
+    }
+
+    fn log(&self, label: &str) {
+        eprintln!(
+            "load bench: {label}: {:.0} req/s, p99 {:.3} ms, {} non-2xx, {} transport errors",
+            self.rps(),
+            self.ms(0.99),
+            self.stats.non_2xx,
+            self.stats.transport_errors
+        );
     }
 }
 
@@ -209,31 +259,88 @@ fn measure(
     host: Option<&str>,
     warm_up: bool,
 ) -> Window {
-    let (conns, opts) = (ctx.opts.connections, ctx.opts);
     eprintln!("load bench: {label} ...");
-    if warm_up && !opts.curve_warmup.is_zero() {
-        drive_as(&ctx.rt, target, host, conns, opts.curve_warmup);
+    if warm_up && !ctx.opts.curve_warmup.is_zero() {
+        let conns = ctx.opts.connections;
+        drive_as(&ctx.rt, target, host, conns, ctx.opts.curve_warmup);
     }
+    let w = slice(ctx, gate, target, host, ctx.opts.curve_duration);
+    w.log(label);
+    w
+}
+
+/// One point of a curve measured by [`measure_interleaved`].
+struct Load<'a> {
+    gate: &'a CurveGate,
+    target: Target,
+    host: Option<String>,
+    label: String,
+}
+
+/// Rounds of [`measure_interleaved`].
+const ROUNDS: u32 = 5;
+
+/// Every point warmed up (`BENCH_CURVE_WARMUP`), then measured in [`ROUNDS`] rounds, each
+/// giving every point `BENCH_CURVE_DURATION / ROUNDS` in turn, a round starting one point
+/// later than the one before: a machine whose speed drifts (other work starting or ending on
+/// it) then slows every point alike, not the one that happened to run at the time. A point's
+/// window is the sum of its slices. Only for gates that share nothing in Redis: a gate's
+/// writes (touches) reach the others' caches.
+fn measure_interleaved(ctx: &mut Ctx<'_>, loads: &[Load<'_>]) -> Vec<Window> {
+    let conns = ctx.opts.connections;
+    for l in loads {
+        eprintln!("load bench: {} (warm-up) ...", l.label);
+        if !ctx.opts.curve_warmup.is_zero() {
+            drive_as(
+                &ctx.rt,
+                &l.target,
+                l.host.as_deref(),
+                conns,
+                ctx.opts.curve_warmup,
+            );
+        }
+    }
+    let length = ctx.opts.curve_duration / ROUNDS;
+    let mut out: Vec<Option<Window>> = loads.iter().map(|_| None).collect();
+    for round in 0..ROUNDS as usize {
+        eprintln!("load bench: round {} of {ROUNDS} ...", round + 1);
+        for k in 0..loads.len() {
+            let i = (round + k) % loads.len();
+            let l = &loads[i];
+            let w = slice(ctx, l.gate, &l.target, l.host.as_deref(), length);
+            match &mut out[i] {
+                Some(acc) => acc.add(w),
+                none => *none = Some(w),
+            }
+        }
+    }
+    let out: Vec<Window> = out.into_iter().map(Option::unwrap).collect();
+    for (l, w) in loads.iter().zip(&out) {
+        w.log(&l.label);
+    }
+    out
+}
+
+/// `length` of load, with Redis's command counts and the gate's cache counters around it.
+fn slice(
+    ctx: &mut Ctx<'_>,
+    gate: &CurveGate,
+    target: &Target,
+    host: Option<&str>,
+    length: Duration,
+) -> Window {
     let (redis0, m0) = (ctx.redis.command_calls(), gate.metrics());
-    let stats = drive_as(&ctx.rt, target, host, conns, opts.curve_duration);
+    let stats = drive_as(&ctx.rt, target, host, ctx.opts.connections, length);
     let (redis1, m1) = (ctx.redis.command_calls(), gate.metrics());
     let calls = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
-    let n = stats.requests().max(1) as f64;
     let delta = |name: &str| metric(&m1, name) - metric(&m0, name);
-    let w = Window {
-        redis_per_req: calls(&redis1).saturating_sub(calls(&redis0)) as f64 / n,
+    Window {
+        slices: vec![stats.req_per_sec()],
+        redis_calls: calls(&redis1).saturating_sub(calls(&redis0)),
         hits: delta("sessiongate_cache_hits_total"),
         misses: delta("sessiongate_cache_misses_total"),
         stats,
-    };
-    eprintln!(
-        "load bench: {label}: {:.0} req/s, p99 {:.3} ms, {} non-2xx, {} transport errors",
-        w.rps(),
-        w.ms(0.99),
-        w.stats.non_2xx,
-        w.stats.transport_errors
-    );
-    w
+    }
 }
 
 /// The `Cookie` of a seeded session gets 200 with its user injected.

@@ -93,7 +93,7 @@ pub fn sessions(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>) -> String {
             p.w.ms(0.99),
             p.w.hit_ratio()
                 .map_or("—".into(), |h| format!("{:.1} %", h * 100.0)),
-            p.w.redis_per_req,
+            p.w.redis_per_req(),
             if p.cache {
                 fmt_int(p.entries)
             } else {

@@ -114,7 +114,7 @@ pub fn size(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>) -> String {
             p.w.ms(0.999),
             p.w.hit_ratio()
                 .map_or("—".into(), |h| format!("{:.1} %", h * 100.0)),
-            p.w.redis_per_req,
+            p.w.redis_per_req(),
             p.per_entry
                 .map_or("—".into(), |b| format!("{:.2} KB", b / 1000.0)),
             mib(p.hwm),
