@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::Opt;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch, UnixShutdownSignalWatch};
@@ -231,7 +232,7 @@ impl GateServer {
             let mut service =
                 pingora::services::listening::Service::new("sessiongate forward-auth".into(), app);
             for addr in &fa.listen {
-                service.add_tcp(addr);
+                service.add_listener(ListenerConfig::tcp(addr).l4_buffer(client_buffers()));
             }
             server.add_service(service);
         }
@@ -264,7 +265,7 @@ impl GateServer {
             ),
         );
         for addr in &config.listen {
-            proxy.add_tcp(addr);
+            proxy.add_listener(ListenerConfig::tcp(addr).l4_buffer(client_buffers()));
         }
         if let Some(tls) = &config.tls {
             for addr in &tls.listen {
@@ -277,7 +278,11 @@ impl GateServer {
                         }
                     })?;
                 settings.enable_h2();
-                proxy.add_tls_with_settings(addr, None, settings);
+                proxy.add_listener(
+                    ListenerConfig::tcp(addr)
+                        .tls(settings)
+                        .l4_buffer(client_buffers()),
+                );
             }
         }
         server.add_service(proxy);
@@ -319,4 +324,13 @@ fn resolve_now(config: &Config) -> Result<Vec<Arc<Pool>>, StartError> {
     .join()
     .map_err(|_| StartError::Resolve("the resolver thread panicked".into()))?
     .map_err(|e: std::io::Error| StartError::Resolve(e.to_string()))
+}
+
+/// The buffers of a client connection: Pingora's write buffer, and no read buffer. The gate
+/// reads each HTTP/1 head into a buffer of its own that grows only as a head needs it
+/// ([`head`]), and Pingora reads bodies into its own: a 64 KiB read buffer in front of them
+/// (Pingora's default) would cost every connection 64 KiB, idle or not, and a copy of every
+/// byte read.
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }
