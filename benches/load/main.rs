@@ -74,7 +74,7 @@
 //! - `BENCH_OUT` where to write load.md and load.svg (benches/results);
 //! - `SESSIONGATE_BIN` a gate binary to use instead of building one (relative to the
 //!   workspace root);
-//! - `BENCH_TIME_LIMIT` seconds the bench may run after the build before it gives up (900).
+//! - `BENCH_TIME_LIMIT` seconds the bench may run after the build before it gives up (3600).
 
 mod chart;
 mod curves;

@@ -87,7 +87,7 @@ impl Opts {
             out: std::env::var_os("BENCH_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| bench_dir().join("results")),
-            time_limit: Duration::from_secs(num("BENCH_TIME_LIMIT", 900)),
+            time_limit: Duration::from_secs(num("BENCH_TIME_LIMIT", 3600)),
             working_set: num("BENCH_WORKING_SET", 100_000).max(1) as usize,
             rounds: num("BENCH_ROUNDS", 3).max(1) as usize,
             curve_duration: Duration::from_secs(num("BENCH_CURVE_DURATION", 5).max(1)),
