@@ -22,6 +22,28 @@ pub struct Panel {
     pub baseline: Option<(String, f64, RGBColor)>,
 }
 
+impl Panel {
+    /// Throughput with the cache on and off, the panel the session curves open with.
+    pub fn cache_on_off(on: Vec<(f64, f64)>, off: Vec<(f64, f64)>) -> Self {
+        Panel {
+            y_label: "req/s".into(),
+            series: vec![
+                Series {
+                    name: "cache on".into(),
+                    points: on,
+                    color: BLUE_,
+                },
+                Series {
+                    name: "cache off".into(),
+                    points: off,
+                    color: ORANGE_,
+                },
+            ],
+            baseline: None,
+        }
+    }
+}
+
 pub const BLUE_: RGBColor = RGBColor(40, 110, 200);
 pub const ORANGE_: RGBColor = RGBColor(230, 140, 40);
 pub const GREEN_: RGBColor = RGBColor(60, 150, 80);

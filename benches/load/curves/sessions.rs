@@ -140,22 +140,7 @@ pub fn sessions(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>) -> String {
         "sessions (log scale)",
         (700.0, 1_500_000.0),
         &[
-            Panel {
-                y_label: "req/s".into(),
-                series: vec![
-                    Series {
-                        name: "cache on".into(),
-                        points: series(true, &|p| p.w.rps()),
-                        color: BLUE_,
-                    },
-                    Series {
-                        name: "cache off".into(),
-                        points: series(false, &|p| p.w.rps()),
-                        color: ORANGE_,
-                    },
-                ],
-                baseline: None,
-            },
+            Panel::cache_on_off(series(true, &|p| p.w.rps()), series(false, &|p| p.w.rps())),
             Panel {
                 y_label: "gate RSS, MiB".into(),
                 series: vec![

@@ -149,22 +149,7 @@ pub fn size(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>) -> String {
         "session JSON, bytes (log scale)",
         (100.0, 20_000.0),
         &[
-            Panel {
-                y_label: "req/s".into(),
-                series: vec![
-                    Series {
-                        name: "cache on".into(),
-                        points: series(true, &|p| p.w.rps()),
-                        color: BLUE_,
-                    },
-                    Series {
-                        name: "cache off".into(),
-                        points: series(false, &|p| p.w.rps()),
-                        color: ORANGE_,
-                    },
-                ],
-                baseline: None,
-            },
+            Panel::cache_on_off(series(true, &|p| p.w.rps()), series(false, &|p| p.w.rps())),
             Panel {
                 y_label: "latency, ms".into(),
                 series: vec![
