@@ -11,7 +11,8 @@
 //!   listener's `/metrics`) and the gate's RSS.
 //! - `curve-connections`: 0, 100, 1,000 and 10,000 idle keep-alive connections (each answered
 //!   once on a public route, then silent) beside the usual active connections (cache on):
-//!   the RSS each idle connection costs, and the active throughput and p99 with them open.
+//!   the RSS each idle connection costs, and the active throughput and p99 with them open;
+//!   the bare Pingora pass-through beside the gate at every point, measured the same way.
 //! - `curve-size`: sessions of about 200 bytes and about 4 KiB of JSON (the same cookie),
 //!   cache on and off: throughput, p50 and p99.
 //!
@@ -28,6 +29,7 @@ mod size;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -53,7 +55,9 @@ const ADMIN_TOKEN_ENV: &str = "SG_BENCH_ADMIN_TOKEN";
 const ADMIN_TOKEN: &str = "bench-admin-token-5f2c9e1a7b3d4c60";
 
 /// Runs the curves `ctx.opts` asks for and writes their sections and charts.
-pub fn run(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) {
+/// `passthrough`: the bare Pingora pass-through's binary, measured beside the gate in
+/// `curve-connections`.
+pub fn run(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str, passthrough: Option<&Path>) {
     std::fs::create_dir_all(&ctx.opts.out).expect("create the results directory");
     let mut sections = Vec::new();
     for key in KEYS {
@@ -65,7 +69,7 @@ pub fn run(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) {
         let mut md = match key {
             "curve-routes" => routes::routes(ctx, spec),
             "curve-sessions" => sessions::sessions(ctx, spec),
-            "curve-connections" => connections::connections(ctx, spec, cookie),
+            "curve-connections" => connections::connections(ctx, spec, cookie, passthrough),
             _ => size::size(ctx, spec),
         };
         let _ = write!(

@@ -31,7 +31,7 @@
 //! | `fa-express` | the same nginx asking an express-session + connect-redis checker instead (benches/peer/ with `PEER_MODE=auth-request`: 200 with `X-User`, or 401) |
 //! | `curve-routes` | growth curve: a gate with 10, 100, 1,000 and 10,000 tenant routes (host and prefix routes, public), load on a host route in the middle of the table; target: each count within 5 % of the 10-route throughput (see `curves`) |
 //! | `curve-sessions` | growth curve: 1,000 to 1,000,000 sessions in Redis, each request the next in turn, cache on and off; throughput, the cache's bytes per session (admin `/metrics`), the gate's RSS |
-//! | `curve-connections` | growth curve: 0, 100, 1,000 and 10,000 idle keep-alive connections beside the active ones; RSS per idle connection, active throughput and p99 |
+//! | `curve-connections` | growth curve: 0, 100, 1,000 and 10,000 idle keep-alive connections beside the active ones; RSS per idle connection, active throughput and p99; the bare Pingora pass-through measured the same way beside it |
 //! | `curve-size` | growth curve: sessions of about 200 bytes and 4 KiB of JSON, cache on and off; throughput, p50, p99 |
 //!
 //! `pingora`, `public`, `public-log`, `auth-nocache` and `auth-cache` are the head-to-head
@@ -134,7 +134,9 @@ fn watchdog(limit: Duration) {
 
 fn run(opts: &Opts) {
     let gate_bin = build_gate();
-    let passthrough_bin = opts.wants("pingora").then(build_passthrough);
+    // The `pingora` row, and the bare Pingora beside the gate in `curve-connections`.
+    let passthrough_bin =
+        (opts.wants("pingora") || opts.wants("curve-connections")).then(build_passthrough);
     watchdog(opts.time_limit);
     let tmp = tempfile::Builder::new()
         .prefix("sessiongate-load-")
@@ -203,7 +205,7 @@ fn run(opts: &Opts) {
 
     // The head-to-head rows: every server up at once, measured in interleaved rounds.
     let mut contenders = Vec::new();
-    if let Some(bin) = &passthrough_bin {
+    if let Some(bin) = passthrough_bin.as_ref().filter(|_| opts.wants("pingora")) {
         let (server, port) = start_passthrough(bin, upstream_port);
         contenders.push(Contender {
             row: Row::new("pingora", "bare Pingora pass-through"),
@@ -512,7 +514,7 @@ fn run(opts: &Opts) {
     };
     // The growth curves (curves.md and curve-*.svg).
     if curves::KEYS.iter().any(|k| opts.wants(k)) {
-        curves::run(&mut ctx, &spec, &cookie);
+        curves::run(&mut ctx, &spec, &cookie, passthrough_bin.as_deref());
     }
     drop(upstream);
 

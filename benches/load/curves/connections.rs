@@ -1,20 +1,86 @@
 //! The idle connections curve (`curve-connections`): 0 to 10,000 idle keep-alive connections
-//! beside the active ones.
+//! beside the active ones; the bare Pingora pass-through measured the same way at every point,
+//! so that what idle connections cost the gate can be told from what they cost Pingora and the
+//! kernel.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
+
+use sessiongate_testkit::status_kib;
 
 use super::chart::{line_chart, Panel, Series, BLUE_, GREEN_, GREY_, ORANGE_};
 use super::{idle, measure, metric, subtitle, CurveGate, Window};
-use crate::driver::{drive_as, Ctx, Target};
-use crate::processes::{Cache, GateSpec};
+use crate::driver::{drive_as, Ctx, LoadStats, Target};
+use crate::processes::{start_passthrough, Cache, GateSpec};
 use crate::report::{fmt_int, mib};
 
 const IDLE_COUNTS: [usize; 4] = [0, 100, 1_000, 10_000];
 
+/// The bare Pingora pass-through at one point of the curve.
+struct Bare {
+    n: usize,
+    stats: LoadStats,
+    before: u64,
+    with_idle: u64,
+    closed: usize,
+}
+
+/// A fresh pass-through (`bin`) in front of the bench upstream, warmed up by the active
+/// connections on the public path (it has no sessions), then measured beside `n` idle ones
+/// for as long as the gate's point; its VmRSS before and with the idle ones, in KiB.
+fn bare_point(ctx: &mut Ctx<'_>, bin: &Path, upstream: u16, n: usize) -> Bare {
+    let (mut proc, port) = start_passthrough(bin, upstream);
+    let target = Target {
+        port,
+        path: "/public/data",
+        cookie: None,
+        mix: None,
+    };
+    let active = ctx.opts.connections;
+    let rss = |pid| status_kib(pid, "VmRSS:").unwrap_or(0);
+    drive_as(
+        &ctx.rt,
+        &target,
+        None,
+        active,
+        ctx.opts.curve_warmup.max(Duration::from_secs(1)),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss(proc.pid());
+    let conns = idle::open(&ctx.rt, port, "/public/data", n);
+    std::thread::sleep(Duration::from_millis(500));
+    let with_idle = rss(proc.pid());
+    eprintln!(
+        "load bench: curve: bare Pingora, {active} active connections beside {n} idle ones ..."
+    );
+    let stats = drive_as(&ctx.rt, &target, None, active, ctx.opts.curve_duration);
+    eprintln!(
+        "load bench: bare Pingora beside {n} idle: {:.0} req/s, p99 {:.3} ms",
+        stats.req_per_sec(),
+        stats.quantile_ms(0.99)
+    );
+    let closed = idle::closed(&conns);
+    drop(conns);
+    proc.assert_running();
+    Bare {
+        n,
+        stats,
+        before,
+        with_idle,
+        closed,
+    }
+}
+
 /// Measures the idle connections curve and draws `curve-connections.svg`; returns its section
-/// of curves.md. `cookie` is the logged-in session the active connections carry.
-pub fn connections(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) -> String {
+/// of curves.md. `cookie` is the logged-in session the active connections carry; `passthrough`
+/// the bare Pingora measured beside the gate.
+pub fn connections(
+    ctx: &mut Ctx<'_>,
+    spec: &GateSpec<'_>,
+    cookie: &str,
+    passthrough: Option<&Path>,
+) -> String {
     struct Point {
         n: usize,
         w: Window,
@@ -39,6 +105,7 @@ pub fn connections(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) -> Stri
         most + active + 1000
     );
     let mut points = Vec::new();
+    let mut bare = Vec::new();
     let mut skipped = Vec::new();
     for n in IDLE_COUNTS {
         if (n + active + 256) as u64 > limit {
@@ -77,6 +144,10 @@ pub fn connections(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) -> Stri
         }
         drop(conns);
         gate.proc.assert_running();
+        drop(gate);
+        if let Some(bin) = passthrough {
+            bare.push(bare_point(ctx, bin, spec.upstream, n));
+        }
         points.push(Point {
             n,
             w,
@@ -143,6 +214,52 @@ pub fn connections(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) -> Stri
                 .join(", ")
         );
     }
+    let gate_zero_rps = points.iter().find(|p| p.n == 0).map(|p| p.w.rps());
+    let bare_zero = bare.iter().find(|b| b.n == 0);
+    if !bare.is_empty() {
+        let _ = write!(
+            md,
+            "\nThe bare Pingora pass-through (`benches/pingora_passthrough.rs`, with Pingora's \
+             default 64 KiB read buffer per connection) at the same points, each measured right \
+             after the gate's: a fresh one per point, its {active} active connections on \
+             `/public/data` (it has no sessions), the idle ones opened the same way. `vs 0 idle` \
+             is a server's throughput over its own with no idle connection.\n\n\
+             | idle | Pingora req/s | p99 ms | failed | RSS before | RSS with idle | per idle conn | closed | Pingora vs 0 idle | gate vs 0 idle |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        );
+        for b in &bare {
+            let rps = b.stats.req_per_sec();
+            let (per_conn, bare_vs, gate_vs) = match (b.n, bare_zero) {
+                (0, _) | (_, None) => ("—".to_string(), "—".to_string(), "—".to_string()),
+                (n, Some(z)) => {
+                    let gate = points
+                        .iter()
+                        .find(|p| p.n == n)
+                        .zip(gate_zero_rps)
+                        .map_or("—".into(), |(p, z)| format!("{:.3}×", p.w.rps() / z));
+                    (
+                        format!(
+                            "{:.1} KiB",
+                            (b.with_idle as f64 - z.with_idle as f64) / n as f64
+                        ),
+                        format!("{:.3}×", rps / z.stats.req_per_sec()),
+                        gate,
+                    )
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.3} | {} | {} | {} | {per_conn} | {} | {bare_vs} | {gate_vs} |",
+                fmt_int(b.n as f64),
+                fmt_int(rps),
+                b.stats.quantile_ms(0.99),
+                b.stats.non_2xx + b.stats.transport_errors,
+                mib(b.before),
+                mib(b.with_idle),
+                b.closed,
+            );
+        }
+    }
     let zero_point = points.iter().find(|p| p.n == 0);
     let counted: Vec<&Point> = points.iter().filter(|p| p.n > 0).collect();
     let xy = |f: &dyn Fn(&Point) -> f64| counted.iter().map(|p| (p.n as f64, f(p))).collect();
@@ -157,11 +274,32 @@ pub fn connections(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) -> Stri
             Panel {
                 y_label: "req/s (active)".into(),
                 series: vec![Series {
-                    name: "req/s".into(),
+                    name: "gate".into(),
                     points: xy(&|p| p.w.rps()),
                     color: BLUE_,
                 }],
                 baseline: base(&|p| p.w.rps()),
+            },
+            Panel {
+                y_label: "req/s ÷ with 0 idle".into(),
+                series: std::iter::once(Series {
+                    name: "gate".into(),
+                    points: xy(&|p| gate_zero_rps.map_or(f64::NAN, |z| p.w.rps() / z)),
+                    color: BLUE_,
+                })
+                .chain(bare_zero.map(|z| {
+                    Series {
+                        name: "bare Pingora".into(),
+                        points: bare
+                            .iter()
+                            .filter(|b| b.n > 0)
+                            .map(|b| (b.n as f64, b.stats.req_per_sec() / z.stats.req_per_sec()))
+                            .collect(),
+                        color: GREY_,
+                    }
+                }))
+                .collect(),
+                baseline: None,
             },
             Panel {
                 y_label: "p99, ms (active)".into(),
@@ -173,12 +311,24 @@ pub fn connections(ctx: &mut Ctx<'_>, spec: &GateSpec<'_>, cookie: &str) -> Stri
                 baseline: base(&|p| p.w.ms(0.99)),
             },
             Panel {
-                y_label: "gate RSS, MiB".into(),
-                series: vec![Series {
-                    name: "RSS with the idle ones open".into(),
+                y_label: "RSS, MiB".into(),
+                series: std::iter::once(Series {
+                    name: "gate, with the idle ones open".into(),
                     points: xy(&|p| p.with_idle as f64 / 1024.0),
                     color: GREEN_,
-                }],
+                })
+                .chain((!bare.is_empty()).then(|| {
+                    Series {
+                        name: "bare Pingora".into(),
+                        points: bare
+                            .iter()
+                            .filter(|b| b.n > 0)
+                            .map(|b| (b.n as f64, b.with_idle as f64 / 1024.0))
+                            .collect(),
+                        color: GREY_,
+                    }
+                }))
+                .collect(),
                 baseline: base(&|p| p.with_idle as f64 / 1024.0),
             },
         ],
