@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sessiongate_testkit::status_kib;
+use tokio::net::TcpStream;
 
 use super::chart::{line_chart, Panel, Series, BLUE_, GREEN_, GREY_, ORANGE_};
 use super::{idle, measure, metric, subtitle, CurveGate, Window};
@@ -16,6 +17,30 @@ use crate::processes::{start_passthrough, Cache, GateSpec};
 use crate::report::{fmt_int, mib};
 
 const IDLE_COUNTS: [usize; 4] = [0, 100, 1_000, 10_000];
+
+/// Warms the server at `target` (process `pid`) up on the active connections alone, then opens
+/// `n` idle ones beside them, each answered once on the public path; returns them, and the
+/// server's VmRSS (KiB) before and once they are open.
+fn open_beside(
+    ctx: &mut Ctx<'_>,
+    target: &Target,
+    pid: u32,
+    n: usize,
+) -> (Vec<TcpStream>, u64, u64) {
+    let rss = || status_kib(pid, "VmRSS:").unwrap_or(0);
+    drive_as(
+        &ctx.rt,
+        target,
+        None,
+        ctx.opts.connections,
+        ctx.opts.curve_warmup.max(Duration::from_secs(1)),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss();
+    let conns = idle::open(&ctx.rt, target.port, "/public/data", n);
+    std::thread::sleep(Duration::from_millis(500));
+    (conns, before, rss())
+}
 
 /// The bare Pingora pass-through at one point of the curve.
 struct Bare {
@@ -38,19 +63,7 @@ fn bare_point(ctx: &mut Ctx<'_>, bin: &Path, upstream: u16, n: usize) -> Bare {
         mix: None,
     };
     let active = ctx.opts.connections;
-    let rss = |pid| status_kib(pid, "VmRSS:").unwrap_or(0);
-    drive_as(
-        &ctx.rt,
-        &target,
-        None,
-        active,
-        ctx.opts.curve_warmup.max(Duration::from_secs(1)),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let before = rss(proc.pid());
-    let conns = idle::open(&ctx.rt, port, "/public/data", n);
-    std::thread::sleep(Duration::from_millis(500));
-    let with_idle = rss(proc.pid());
+    let (conns, before, with_idle) = open_beside(ctx, &target, proc.pid(), n);
     eprintln!(
         "load bench: curve: bare Pingora, {active} active connections beside {n} idle ones ..."
     );
@@ -121,19 +134,7 @@ pub fn connections(
             cookie: Some(cookie.to_string()),
             mix: None,
         };
-        // Warm up on the active connections alone, then open the idle ones beside them.
-        drive_as(
-            &ctx.rt,
-            &target,
-            None,
-            active,
-            ctx.opts.curve_warmup.max(Duration::from_secs(1)),
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        let before = gate.rss().0;
-        let conns = idle::open(&ctx.rt, gate.port, "/public/data", n);
-        std::thread::sleep(Duration::from_millis(500));
-        let with_idle = gate.rss().0;
+        let (conns, before, with_idle) = open_beside(ctx, &target, gate.proc.pid(), n);
         let open = metric(&gate.metrics(), "sessiongate_connections");
         let label = format!("curve: {active} active connections beside {n} idle ones");
         let w = measure(ctx, &gate, &label, &target, None, false);
